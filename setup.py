@@ -1,0 +1,25 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tf_lottery",
+    version="0.1.0",
+    description="Lottery-ticket iterative magnitude pruning with rewinding for tf_keras "
+                "models, on the TensorFlow Model Optimization Toolkit",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf_lottery", "tf_lottery.*"]),
+    python_requires=">=3.10,<3.13",
+    # Tested together: TF 2.21, tf-keras 2.21, TF-MOT 0.8.1, TensorBoard 2.21 (Python 3.11).
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-model-optimization>=0.8.1,<0.9",
+        "tensorboard>=2.21,<2.22",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+)

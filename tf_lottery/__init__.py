@@ -1,0 +1,22 @@
+"""tf_lottery: lottery-ticket iterative magnitude pruning for tf_keras models on TF-MOT."""
+
+from tf_lottery.masks import Masks
+from tf_lottery.rewind import RewindCheckpointError, RewindPoint
+from tf_lottery.schedule import RewindingSchedule
+from tf_lottery.serialization import custom_object_scope, load_model
+from tf_lottery.wrap import (
+    ImpSettings,
+    LotteryModel,
+    RoundCallback,
+    RoundSummary,
+    prune_with_rewinding,
+    strip_pruning,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ImpSettings", "LotteryModel", "Masks", "RewindCheckpointError", "RewindPoint",
+    "RewindingSchedule", "RoundCallback", "RoundSummary", "custom_object_scope",
+    "load_model", "prune_with_rewinding", "strip_pruning",
+]

@@ -1,0 +1,120 @@
+"""The rewind point: a model's layer weights at one step, kept on disk as a TF checkpoint.
+
+Weights are addressed by variable path (``"dense/kernel"``, ``"batch_normalization/
+moving_mean"``), never by position: ``model.get_weights()`` of a wrapped model includes
+TF-MOT's masks, and a positional restore would reset every mask to ones. The wrappers'
+mask, threshold and step variables are not part of a rewind point.
+
+Example::
+
+    point = RewindPoint.capture(model, step=0)
+    point.save("run/rewind/step_0")
+    ...
+    RewindPoint.load("run/rewind/step_0", model).restore(model, masks)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery import _compat
+
+
+class RewindCheckpointError(ValueError):
+    """A rewind checkpoint is missing, damaged, or belongs to a different model."""
+
+
+_CHECKPOINT_PREFIX = "weights"
+
+
+class RewindPoint:
+    """The values of every layer weight of a model at training step ``step``."""
+
+    def __init__(self, values: dict[str, np.ndarray], step: int):
+        self.values = values
+        self.step = step
+
+    @classmethod
+    def capture(cls, model, step: int) -> "RewindPoint":
+        return cls({path: var.numpy() for path, var in _compat.model_weights(model).items()},
+                   step)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write a TF checkpoint into ``directory`` atomically; an existing one is refused."""
+        directory = Path(directory)
+        if directory.exists():
+            raise FileExistsError(
+                f"{directory} already holds a rewind point; it is never overwritten. Choose "
+                "another checkpoint directory, or remove it if it is no longer wanted.")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            variables = {path: tf.Variable(value) for path, value in self.values.items()}
+            checkpoint = tf.train.Checkpoint(
+                weights=variables, step=tf.Variable(self.step, dtype=tf.int64))
+            checkpoint.write(str(staging / _CHECKPOINT_PREFIX))
+            os.replace(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, model) -> "RewindPoint":
+        """Read the rewind point in ``directory``, checking it matches ``model`` weight by weight."""
+        directory = Path(directory)
+        prefix = directory / _CHECKPOINT_PREFIX
+        if not Path(f"{prefix}.index").is_file():
+            raise RewindCheckpointError(
+                f"no rewind checkpoint in {directory}: the initial weights this model rewinds "
+                "to are gone. Wrap the model again to start a new search.")
+        expected = _compat.model_weights(model)
+        variables = {path: tf.Variable(tf.zeros(var.shape, var.dtype))
+                     for path, var in expected.items()}
+        step = tf.Variable(0, dtype=tf.int64)
+        try:
+            status = tf.train.Checkpoint(weights=variables, step=step).read(str(prefix))
+            status.assert_consumed()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise RewindCheckpointError(
+                f"the rewind checkpoint in {directory} does not match this model or is "
+                f"damaged ({error}). Use the checkpoint written when this model was wrapped."
+            ) from error
+        return cls({path: var.numpy() for path, var in variables.items()}, int(step.numpy()))
+
+    def restore(self, model, masks) -> None:
+        """Set every layer weight to its rewind value; weights pruned by ``masks`` become 0."""
+        for path, variable in _compat.model_weights(model).items():
+            variable.assign(masked(self.values[path], masks.get(path)))
+
+
+def masked(value: np.ndarray, mask) -> np.ndarray:
+    """``value`` with the entries ``mask`` prunes set to exactly +0 (no mask: unchanged)."""
+    if mask is None:
+        return value
+    return np.where(mask, value, np.zeros((), dtype=value.dtype))
+
+
+class OptimizerReset:
+    """The optimizer's state when training started, to give each round a fresh optimizer.
+
+    ``reset(restart_schedule=False)`` keeps the step counter, so a learning-rate schedule
+    goes on where it was (fine-tuning); ``restart_schedule=True`` restarts it too.
+    """
+
+    def __init__(self, optimizer, trainable_variables):
+        self.optimizer = optimizer
+        self._initial = [(var, var.numpy())
+                         for var in _compat.optimizer_variables(optimizer, trainable_variables)]
+
+    def reset(self, restart_schedule: bool) -> None:
+        iterations = self.optimizer.iterations
+        for variable, value in self._initial:
+            if variable is iterations and not restart_schedule:
+                continue
+            variable.assign(value)

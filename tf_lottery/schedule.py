@@ -1,0 +1,115 @@
+"""RewindingSchedule: the round structure of iterative magnitude pruning as a TF-MOT schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Mapping
+
+import tensorflow as tf
+
+from tf_lottery._compat import PruningSchedule
+
+
+def _check_rate(rate, what: str) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise ValueError(
+            f"{what} must be a fraction strictly between 0 and 1 (0.2 prunes 20% of the "
+            f"surviving weights per round), got {rate!r}")
+    return float(rate)
+
+
+def _check_count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class RewindingSchedule(PruningSchedule):
+    """Round boundaries and per-round sparsity of an IMP run; a TF-MOT ``PruningSchedule``.
+
+    Training runs ``rounds + 1`` rounds of ``steps_per_round`` steps each: round 0 trains the
+    dense network, and at the end of rounds 0 .. rounds-1 a layer loses ``prune_rate`` of its
+    surviving weights, so after round k it keeps ``(1 - prune_rate) ** k`` of them.
+    ``layer_rates`` overrides the rate for layers by name (the paper's Lenet prunes its
+    output layer at half the hidden layers' rate).
+
+    The schedule never tells TF-MOT to prune: TF-MOT would recompute masks from the current
+    weights, which after a rewind are the initial weights. tf_lottery sets the masks itself
+    at round ends, from the trained weights.
+
+    Example::
+
+        schedule = RewindingSchedule(rounds=15, steps_per_round=5000, prune_rate=0.2,
+                                     layer_rates={"output": 0.1})
+        schedule.kept_fraction("dense", round_index=3)   # 0.512
+        schedule.total_steps                             # 80000: 16 trainings of 5000 steps
+    """
+
+    rounds: int
+    steps_per_round: int
+    prune_rate: float = 0.2
+    layer_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_count(self.rounds, "rounds")
+        _check_count(self.steps_per_round, "steps_per_round")
+        object.__setattr__(self, "prune_rate", _check_rate(self.prune_rate, "prune_rate"))
+        rates = {str(name): _check_rate(rate, f"layer_rates[{name!r}]")
+                 for name, rate in dict(self.layer_rates).items()}
+        object.__setattr__(self, "layer_rates", MappingProxyType(rates))
+
+    def __hash__(self):
+        return hash((self.rounds, self.steps_per_round, self.prune_rate,
+                     tuple(sorted(self.layer_rates.items()))))
+
+    @property
+    def total_steps(self) -> int:
+        """Steps to train every round, the final (sparsest) one included."""
+        return (self.rounds + 1) * self.steps_per_round
+
+    def rate(self, layer_name: str) -> float:
+        """The fraction of surviving weights ``layer_name`` loses at each round end."""
+        return self.layer_rates.get(layer_name, self.prune_rate)
+
+    def kept_fraction(self, layer_name: str, round_index: int) -> float:
+        """The fraction of ``layer_name``'s weights kept while round ``round_index`` trains."""
+        return (1.0 - self.rate(layer_name)) ** self._clamp(round_index)
+
+    def sparsity(self, layer_name: str, round_index: int) -> float:
+        """The target sparsity of ``layer_name`` while round ``round_index`` trains."""
+        return 1.0 - self.kept_fraction(layer_name, round_index)
+
+    def round_at(self, step: int) -> int:
+        """The round that trains after ``step`` optimizer steps (the last round never ends)."""
+        return self._clamp(step // self.steps_per_round)
+
+    def _clamp(self, round_index: int) -> int:
+        return max(0, min(int(round_index), self.rounds))
+
+    # --- TF-MOT PruningSchedule interface -------------------------------------------------
+
+    def __call__(self, step):
+        """(should_prune, sparsity): never prune in-graph; sparsity of the default rate."""
+        round_index = tf.minimum(tf.cast(step, tf.int64) // self.steps_per_round, self.rounds)
+        kept = tf.pow(1.0 - self.prune_rate, tf.cast(round_index, tf.float32))
+        return tf.constant(False), 1.0 - kept
+
+    def get_config(self):
+        return {
+            "class_name": "RewindingSchedule",
+            "config": {
+                "rounds": self.rounds,
+                "steps_per_round": self.steps_per_round,
+                "prune_rate": self.prune_rate,
+                "layer_rates": dict(self.layer_rates),
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        if "class_name" in config:  # accept the full serialized form get_config returns
+            config = config["config"]
+        return cls(**config)
+

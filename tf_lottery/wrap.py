@@ -1,0 +1,375 @@
+"""prune_with_rewinding: one call turns a tf_keras model into an IMP run that ``fit`` drives.
+
+The returned :class:`LotteryModel` is an ordinary functional tf_keras model whose prunable
+layers carry TF-MOT ``PruneLowMagnitude`` wrappers. Its ``fit`` adds two callbacks: TF-MOT's
+``UpdatePruningStep`` and a round controller that, at every round end of the
+:class:`~tf_lottery.RewindingSchedule`, computes the next masks from the trained weights,
+rewinds the surviving weights and resets the optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from tf_lottery import _compat
+from tf_lottery._compat import keras
+from tf_lottery.masks import SCOPES, STRATEGIES, Masks, next_masks
+from tf_lottery.rewind import OptimizerReset, RewindPoint, masked
+from tf_lottery.schedule import RewindingSchedule
+
+REWIND_MODES = ("init", "an iteration k >= 0", "lr", None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpSettings:
+    """How each round end chooses masks and what it rewinds to.
+
+    ``rewind_to``: an iteration k (0 is the initialisation θ0; k > 0 is late rewinding, the
+    weights after k steps of the first round), ``"lr"`` (learning-rate rewinding: keep the
+    trained weights, restart the learning-rate schedule) or ``None`` (fine-tuning: keep the
+    trained weights and the schedule's position).
+    """
+
+    rewind_to: Union[int, str, None] = 0
+    scope: str = "layer"
+    strategy: str = "magnitude"
+    block_size: int = 1
+    exclude: tuple = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        rewind_to = 0 if self.rewind_to == "init" else self.rewind_to
+        if rewind_to == "none":
+            rewind_to = None
+        valid_int = isinstance(rewind_to, int) and not isinstance(rewind_to, bool) \
+            and rewind_to >= 0
+        if not (valid_int or rewind_to in ("lr", None)):
+            raise ValueError(
+                f"rewind_to must be one of {REWIND_MODES}, got {self.rewind_to!r}")
+        object.__setattr__(self, "rewind_to", rewind_to)
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) \
+                or self.block_size < 1:
+            raise ValueError(f"block_size must be a whole number >= 1, got {self.block_size!r}")
+        if self.block_size > 1 and self.strategy != "magnitude":
+            raise ValueError("block_size > 1 needs strategy='magnitude'")
+        if isinstance(self.exclude, str):
+            raise TypeError(f"exclude must be a list of layer names, got the string "
+                            f"{self.exclude!r}; write exclude=[{self.exclude!r}]")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @property
+    def rewinds_weights(self) -> bool:
+        return isinstance(self.rewind_to, int)
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self) | {"exclude": list(self.exclude)}
+
+
+def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, scope="layer",
+                         strategy="magnitude", block_size=1, exclude=(), seed=0,
+                         checkpoint_dir: Optional[str] = None) -> "LotteryModel":
+    """Wrap ``model`` for iterative magnitude pruning with rewinding; fit it to run the rounds.
+
+    The model's current weights are θ0: they are written to ``checkpoint_dir`` (a new
+    temporary directory if not given) as a TF checkpoint before this returns. The returned
+    model shares its layers, and so its weights, with ``model``.
+
+    Args:
+      model: a built Sequential or functional tf_keras model.
+      schedule: the rounds, their length in steps and the prune rates.
+      rewind_to: 0 or "init" (θ0), an iteration k < steps_per_round (late rewinding),
+        "lr" (learning-rate rewinding) or None (fine-tuning, no rewind).
+      scope: "layer" (each layer meets its own rate) or "global" (one magnitude threshold).
+      strategy: "magnitude", or "random" (random pruning, a control).
+      block_size: prune blocks of this many weights along a kernel's input dimension
+        (4 for float TFLite, 16 for int8) instead of single weights.
+      exclude: names of layers to leave dense.
+      seed: seeds the random strategy.
+      checkpoint_dir: where the rewind checkpoints go; must not hold one already.
+
+    Example::
+
+        schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=1000, prune_rate=0.2)
+        pruned = tfl.prune_with_rewinding(model, schedule)
+        pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        pruned.fit(train, epochs=schedule.total_steps // steps_per_epoch)
+        ticket = tfl.strip_pruning(pruned)
+    """
+    _compat.check_model(model)
+    if not isinstance(schedule, RewindingSchedule):
+        raise TypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
+                        f"{type(schedule).__name__}")
+    settings = ImpSettings(rewind_to=rewind_to, scope=scope, strategy=strategy,
+                           block_size=block_size, exclude=exclude, seed=seed)
+    if settings.rewinds_weights and settings.rewind_to >= schedule.steps_per_round:
+        raise ValueError(
+            f"rewind_to={settings.rewind_to} lies beyond the first round "
+            f"({schedule.steps_per_round} steps); the rewind point is captured in round 0")
+    _check_layers(model, schedule, settings)
+    wrapped = _wrap(model, schedule, settings.exclude)
+    lottery = LotteryModel(inputs=wrapped.inputs, outputs=wrapped.outputs, name=model.name)
+    checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
+    RewindPoint.capture(lottery, step=0).save(rewind_point_dir(checkpoint_dir, 0))
+    lottery._attach(_RoundController(schedule, settings, checkpoint_dir))
+    return lottery
+
+
+def rewind_point_dir(checkpoint_dir, step: int) -> Path:
+    return Path(checkpoint_dir) / f"step_{step}"
+
+
+def _check_layers(model, schedule: RewindingSchedule, settings: ImpSettings) -> None:
+    layers = [layer for _, layer in _compat.walk_layers(model)]
+    names = [layer.name for layer in layers]
+    for what, asked in (("exclude", settings.exclude),
+                        ("RewindingSchedule.layer_rates", schedule.layer_rates)):
+        for name in asked:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"{what} names layer {name!r}, which the model does not "
+                                 f"have.{hint} Its layers: {', '.join(names)}")
+    unsupported = [layer for layer in layers if layer.weights
+                   and not _compat.is_supported(layer) and layer.name not in settings.exclude]
+    if unsupported:
+        layer = unsupported[0]
+        raise ValueError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has weights but TF-MOT does not "
+            f"know how to prune it. Leave it dense with exclude=[{layer.name!r}], or make it "
+            "a tfmot.sparsity.keras.PrunableLayer (define get_prunable_weights).")
+    if not any(_compat.has_prunable_weights(layer) and layer.name not in settings.exclude
+               for layer in layers):
+        raise ValueError(
+            "the model has no prunable layer (Dense, Conv1D/2D/3D, ... with a kernel) outside "
+            "exclude; there is nothing for IMP to prune")
+
+
+def _wrap(model, schedule, exclude):
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        if _compat.has_prunable_weights(layer) and layer.name not in exclude:
+            return _compat.wrap_layer(layer, schedule)
+        return layer
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def current_masks(model) -> Masks:
+    """The masks the TF-MOT wrappers of ``model`` hold now, by weight path."""
+    return Masks({path: pruned.mask.numpy() != 0
+                  for path, pruned in _compat.pruned_weights(model).items()})
+
+
+def strip_pruning(model):
+    """A plain tf_keras model with the masks applied and the wrappers removed.
+
+    The result has its own copy of the weights: training ``model`` further leaves it alone.
+
+    Example::
+
+        ticket = tfl.strip_pruning(pruned)
+        ticket.save("ticket.keras")
+    """
+    masks = current_masks(model)
+    for path, pruned in _compat.pruned_weights(model).items():
+        pruned.weight.assign(masked(pruned.weight.numpy(), masks[path]))
+    plain = keras.Model(model.inputs, model.outputs, name=model.name)  # not a LotteryModel
+    stripped = _compat.strip_pruning_wrappers(plain)
+    ticket = keras.models.clone_model(stripped)
+    ticket.set_weights(stripped.get_weights())
+    return ticket
+
+
+class RoundCallback(keras.callbacks.Callback):
+    """A Keras callback that also hears about IMP round ends on a LotteryModel's ``fit``.
+
+    ``on_round_end(round_index, logs)`` runs after round ``round_index`` finished training
+    and before its weights are pruned and rewound. ``logs`` holds the Keras metrics of the
+    round's last step (or epoch, when the round ends with an epoch) and
+    ``weights_remaining``, the fraction of prunable weights the round trained with.
+    """
+
+    def on_round_end(self, round_index: int, logs: dict) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundSummary:
+    """What one finished round trained with and reached."""
+
+    round: int
+    step: int
+    weights_remaining: float
+    layer_sparsity: dict
+    metrics: dict
+
+
+class _RoundController(keras.callbacks.Callback):
+    """Ends IMP rounds at the schedule's boundaries: new masks, rewind, optimizer reset."""
+
+    def __init__(self, schedule, settings, checkpoint_dir, step=0):
+        super().__init__()
+        self._supports_tf_logs = True  # never force a device sync on ordinary steps
+        self.schedule = schedule
+        self.settings = settings
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.step = step
+        self.history: list[RoundSummary] = []
+        self.round_callbacks: list[RoundCallback] = []
+        self._optimizer_reset = None
+        self._rewind_point = None
+        self._epoch_start = step
+        self._steps_per_execution = 1
+
+    @property
+    def round(self) -> int:
+        return self.schedule.round_at(self.step)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self._steps_per_execution = int(model._steps_per_execution.numpy())
+        rewind_step = self.settings.rewind_to if self.settings.rewinds_weights else 0
+        for what, steps in (("steps_per_round", self.schedule.steps_per_round),
+                            ("rewind_to", rewind_step)):
+            if steps % self._steps_per_execution:
+                raise ValueError(
+                    f"{what}={steps} is not a multiple of the model's steps_per_execution="
+                    f"{self._steps_per_execution}; round ends and the rewind point must fall "
+                    "between executions. Compile with a steps_per_execution that divides both.")
+        if self._optimizer_reset is None or self._optimizer_reset.optimizer is not model.optimizer:
+            self._optimizer_reset = OptimizerReset(model.optimizer, model.trainable_variables)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch_start + batch + 1
+        ends_epoch = batch + 1 == self.params.get("steps")
+        if ends_epoch and self.schedule.round_at(step) > self.round:
+            return  # let the epoch finish (validation included), then end the round
+        self._advance(step, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self.params.get("steps")
+        if steps is not None:
+            self._advance(self._epoch_start + steps, logs)
+
+    def on_train_end(self, logs=None):
+        final = self.schedule.rounds
+        if self.step >= self.schedule.total_steps and all(r.round != final for r in self.history):
+            self._record(final, logs)
+
+    def _advance(self, step, logs):
+        previous, self.step = self.step, step
+        if self.settings.rewinds_weights and previous < self.settings.rewind_to <= step \
+                and self.settings.rewind_to > 0:
+            RewindPoint.capture(self.model, self.settings.rewind_to).save(
+                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to))
+        for finished in range(self.schedule.round_at(previous), self.schedule.round_at(step)):
+            self._record(finished, logs)
+            self._end_round(finished + 1)
+
+    def _record(self, finished_round, logs):
+        masks = current_masks(self.model)
+        metrics = {key: float(np.asarray(value)) for key, value in (logs or {}).items()}
+        summary = RoundSummary(round=finished_round, step=self.step,
+                               weights_remaining=masks.fraction_kept(),
+                               layer_sparsity=masks.sparsity(), metrics=metrics)
+        self.history.append(summary)
+        for callback in self.round_callbacks:
+            callback.on_round_end(finished_round,
+                                  dict(metrics, weights_remaining=summary.weights_remaining))
+
+    def _end_round(self, next_round):
+        pruned = _compat.pruned_weights(self.model)
+        masks = current_masks(self.model)
+        weights = {path: masked(p.weight.numpy(), masks[path]) for path, p in pruned.items()}
+        sparsity = {path: self.schedule.sparsity(p.layer_name, next_round)
+                    for path, p in pruned.items()}
+        new = next_masks(weights, masks, sparsity, strategy=self.settings.strategy,
+                         scope=self.settings.scope, block_size=self.settings.block_size,
+                         seed=self.settings.seed + next_round)
+        for path, p in pruned.items():
+            p.mask.assign(new[path].astype(p.mask.dtype.as_numpy_dtype))
+        if self.settings.rewinds_weights:
+            self._rewind_to_point().restore(self.model, new)
+        else:
+            for path, p in pruned.items():
+                p.weight.assign(masked(weights[path], new[path]))
+        self._optimizer_reset.reset(restart_schedule=self.settings.rewind_to is not None)
+
+    def _rewind_to_point(self) -> RewindPoint:
+        if self._rewind_point is None:
+            self._rewind_point = RewindPoint.load(
+                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to), self.model)
+        return self._rewind_point
+
+    def get_config(self):
+        return {"schedule": self.schedule.get_config(), "settings": self.settings.to_config(),
+                "checkpoint_dir": str(self.checkpoint_dir), "step": self.step}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(RewindingSchedule.from_config(config["schedule"]),
+                   ImpSettings(**config["settings"]), config["checkpoint_dir"], config["step"])
+
+
+class LotteryModel(keras.Model):
+    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds.
+
+    Made by :func:`prune_with_rewinding`; compile and fit it as any Keras model. ``rounds``
+    lists a :class:`RoundSummary` per finished round; ``masks`` the masks in force now.
+    Saved models load back, schedule and round position included, under
+    :func:`tf_lottery.custom_object_scope`.
+    """
+
+    def _attach(self, controller: _RoundController) -> None:
+        self._lottery = controller
+
+    @property
+    def schedule(self) -> RewindingSchedule:
+        return self._lottery.schedule
+
+    @property
+    def rounds(self) -> list:
+        return list(self._lottery.history)
+
+    @property
+    def masks(self) -> Masks:
+        return current_masks(self)
+
+    @property
+    def imp_step(self) -> int:
+        """Training steps taken so far in the IMP run."""
+        return self._lottery.step
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit`` with TF-MOT's step callback and the round controller added."""
+        if len(args) > 7:
+            raise TypeError("pass callbacks= to LotteryModel.fit by keyword")
+        callbacks = list(callbacks or [])
+        if not any(isinstance(cb, _compat.UpdatePruningStep) for cb in callbacks):
+            callbacks.insert(0, _compat.UpdatePruningStep())
+        self._lottery.round_callbacks = [cb for cb in callbacks if isinstance(cb, RoundCallback)]
+        return super().fit(*args, callbacks=callbacks + [self._lottery], **kwargs)
+
+    def get_config(self):
+        return dict(super().get_config(), lottery=self._lottery.get_config())
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        controller = _RoundController.from_config(config.pop("lottery"))
+        model = super().from_config(config, custom_objects)
+        model._attach(controller)
+        return model
