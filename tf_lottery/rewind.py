@@ -80,7 +80,7 @@ class RewindPoint:
         try:
             status = tf.train.Checkpoint(weights=variables, step=step).read(str(prefix))
             status.assert_consumed()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
             raise RewindCheckpointError(
                 f"the rewind checkpoint in {directory} does not match this model or is "
                 f"damaged ({error}). Use the checkpoint written when this model was wrapped."
@@ -101,16 +101,25 @@ def masked(value: np.ndarray, mask) -> np.ndarray:
 
 
 class OptimizerReset:
-    """The optimizer's state when training started, to give each round a fresh optimizer.
+    """A fresh optimizer's state, to give each round a fresh optimizer.
 
+    The values come from a new optimizer of the same class and config built on the same
+    variables, so any optimizer resets correctly (Adagrad's accumulators do not start at 0),
+    and a model loaded mid-run resets to fresh state, not to the state it was saved with.
     ``reset(restart_schedule=False)`` keeps the step counter, so a learning-rate schedule
     goes on where it was (fine-tuning); ``restart_schedule=True`` restarts it too.
     """
 
     def __init__(self, optimizer, trainable_variables):
         self.optimizer = optimizer
-        self._initial = [(var, var.numpy())
-                         for var in _compat.optimizer_variables(optimizer, trainable_variables)]
+        fresh = type(optimizer).from_config(optimizer.get_config())
+        fresh_values = [var.numpy() for var in
+                        _compat.optimizer_variables(fresh, trainable_variables)]
+        live = _compat.optimizer_variables(optimizer, trainable_variables)
+        if len(live) != len(fresh_values):
+            raise TypeError(f"cannot reset {type(optimizer).__name__}: a fresh copy has a "
+                            "different set of variables")
+        self._initial = list(zip(live, fresh_values))
 
     def reset(self, restart_schedule: bool) -> None:
         iterations = self.optimizer.iterations

@@ -248,6 +248,9 @@ class _RoundController(keras.callbacks.Callback):
                     "between executions. Compile with a steps_per_execution that divides both.")
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not model.optimizer:
             self._optimizer_reset = OptimizerReset(model.optimizer, model.trainable_variables)
+        if self.settings.rewinds_weights and self.step >= self.settings.rewind_to:
+            self._rewind_point = RewindPoint.load(  # fail now, not after a round of training
+                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to), model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.step
@@ -271,10 +274,9 @@ class _RoundController(keras.callbacks.Callback):
 
     def _advance(self, step, logs):
         previous, self.step = self.step, step
-        if self.settings.rewinds_weights and previous < self.settings.rewind_to <= step \
-                and self.settings.rewind_to > 0:
-            RewindPoint.capture(self.model, self.settings.rewind_to).save(
-                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to))
+        if self.settings.rewinds_weights and previous < self.settings.rewind_to <= step:
+            self._rewind_point = RewindPoint.capture(self.model, self.settings.rewind_to)
+            self._rewind_point.save(rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to))
         for finished in range(self.schedule.round_at(previous), self.schedule.round_at(step)):
             self._record(finished, logs)
             self._end_round(finished + 1)
@@ -294,6 +296,12 @@ class _RoundController(keras.callbacks.Callback):
         pruned = _compat.pruned_weights(self.model)
         masks = current_masks(self.model)
         weights = {path: masked(p.weight.numpy(), masks[path]) for path, p in pruned.items()}
+        broken = [path for path, value in weights.items() if not np.all(np.isfinite(value))]
+        if broken:
+            raise FloatingPointError(
+                f"round {next_round - 1} ended with non-finite weights in {', '.join(broken)} "
+                "(the loss diverged); the masks were left as they were. Lower the learning "
+                "rate or clip gradients, then train again from the rewind checkpoint.")
         sparsity = {path: self.schedule.sparsity(p.layer_name, next_round)
                     for path, p in pruned.items()}
         new = next_masks(weights, masks, sparsity, strategy=self.settings.strategy,
@@ -302,17 +310,11 @@ class _RoundController(keras.callbacks.Callback):
         for path, p in pruned.items():
             p.mask.assign(new[path].astype(p.mask.dtype.as_numpy_dtype))
         if self.settings.rewinds_weights:
-            self._rewind_to_point().restore(self.model, new)
+            self._rewind_point.restore(self.model, new)
         else:
             for path, p in pruned.items():
                 p.weight.assign(masked(weights[path], new[path]))
         self._optimizer_reset.reset(restart_schedule=self.settings.rewind_to is not None)
-
-    def _rewind_to_point(self) -> RewindPoint:
-        if self._rewind_point is None:
-            self._rewind_point = RewindPoint.load(
-                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to), self.model)
-        return self._rewind_point
 
     def get_config(self):
         return {"schedule": self.schedule.get_config(), "settings": self.settings.to_config(),
@@ -347,6 +349,11 @@ class LotteryModel(keras.Model):
     @property
     def masks(self) -> Masks:
         return current_masks(self)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The directory holding the rewind checkpoints (θ0 as ``step_0``)."""
+        return self._lottery.checkpoint_dir
 
     @property
     def imp_step(self) -> int:

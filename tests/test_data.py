@@ -1,0 +1,54 @@
+import gzip
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from tf_lottery import data
+
+
+def test_embedded_mnist_loads_with_published_shapes_and_label_counts():
+    (x_train, y_train), (x_test, y_test) = data.load_mnist()
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
+    assert x_train.dtype == np.float32 and 0.0 == x_train.min() and x_train.max() == 1.0
+    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
+                                             5851, 5949]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
+                                            1009]
+
+
+def _copy_embedded(tmp_path):
+    target = tmp_path / "mnist"
+    shutil.copytree(data.EMBEDDED_MNIST_DIR, target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+def test_a_damaged_file_is_named_and_refused(tmp_path):
+    folder = _copy_embedded(tmp_path)
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(raw[:-1] + bytes([(raw[-1] + 1) % 10])))
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz has MD5 .* damaged"):
+        data.load_mnist(folder)
+
+
+def test_a_missing_file_says_where_it_was_looked_for(tmp_path):
+    folder = _copy_embedded(tmp_path)
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match=f"{folder}/train-images-idx3-ubyte.gz does not"):
+        data.load_mnist(folder)
+
+
+def test_read_idx_checks_the_header(tmp_path):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x09\x99" + b"\x00" * 12))
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(data.DataError, match="IDX magic"):
+        data.read_idx(path, md5)
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02"))
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(data.DataError, match="holds 2 bytes"):
+        data.read_idx(path, md5)

@@ -1,0 +1,65 @@
+import pytest
+import tensorflow as tf
+
+import tf_lottery as tfl
+from tf_lottery.masks import kept_count
+
+
+def test_kept_fraction_follows_one_minus_p_to_the_k():
+    schedule = tfl.RewindingSchedule(rounds=18, steps_per_round=10, prune_rate=0.2,
+                                     layer_rates={"output": 0.1})
+    # The paper's Lenet table: weights remaining after k rounds (hidden layers at 20%).
+    for k, percent in {1: 80.0, 3: 51.2, 7: 20.97, 9: 13.42, 15: 3.52, 18: 1.80}.items():
+        assert schedule.kept_fraction("hidden", k) * 100 == pytest.approx(percent, abs=0.01)
+    assert schedule.kept_fraction("output", 2) == pytest.approx(0.81)
+    assert schedule.sparsity("hidden", 0) == 0.0
+    assert schedule.kept_fraction("hidden", 25) == schedule.kept_fraction("hidden", 18)
+
+
+def test_round_boundaries():
+    schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=100)
+    assert schedule.total_steps == 400
+    assert [schedule.round_at(s) for s in (0, 99, 100, 299, 300, 399, 400, 10_000)] == \
+        [0, 0, 1, 2, 3, 3, 3, 3]
+
+
+def test_never_prunes_in_graph():
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=5, prune_rate=0.5)
+    for step in range(0, 20):
+        should_prune, sparsity = schedule(tf.constant(step, tf.int64))
+        assert not bool(should_prune)
+        assert float(sparsity) == pytest.approx(schedule.sparsity("any", step // 5))
+    traced = tf.function(lambda s: schedule(s))
+    assert not bool(traced(tf.constant(7, tf.int64))[0])
+
+
+def test_config_round_trip():
+    schedule = tfl.RewindingSchedule(rounds=4, steps_per_round=50, prune_rate=0.3,
+                                     layer_rates={"output": 0.15})
+    config = schedule.get_config()
+    assert config["class_name"] == "RewindingSchedule"
+    restored = tfl.RewindingSchedule.from_config(config)
+    assert restored == schedule and hash(restored) == hash(schedule)
+    assert tfl.RewindingSchedule.from_config(config["config"]) == schedule
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(rounds=0, steps_per_round=10), "rounds must be a whole number >= 1"),
+    (dict(rounds=2.5, steps_per_round=10), "rounds must be a whole number >= 1"),
+    (dict(rounds=2, steps_per_round=0), "steps_per_round must be a whole number >= 1"),
+    (dict(rounds=2, steps_per_round=10, prune_rate=0.0), "prune_rate must be a fraction"),
+    (dict(rounds=2, steps_per_round=10, prune_rate=1.0), "prune_rate must be a fraction"),
+    (dict(rounds=2, steps_per_round=10, prune_rate=-0.2), "prune_rate must be a fraction"),
+    (dict(rounds=2, steps_per_round=10, prune_rate=20), "prune_rate must be a fraction"),
+    (dict(rounds=2, steps_per_round=10, layer_rates={"out": 1.5}),
+     r"layer_rates\['out'\] must be a fraction"),
+])
+def test_bad_values_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tfl.RewindingSchedule(**kwargs)
+
+
+def test_kept_count_rounds_to_nearest_and_keeps_one():
+    assert kept_count(1000, 0.8 ** 3) == 512
+    assert kept_count(10, 0.25) == 3  # 2.5 rounds half up
+    assert kept_count(10, 1e-6) == 1

@@ -1,0 +1,74 @@
+"""Saved wrapped models load back with their RewindingSchedule and go on with the rounds."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+import tf_lottery as tfl
+from helpers import compile_for_classification, small_mlp, weights_by_path
+
+
+@pytest.fixture
+def half_trained(mnist_slice, tmp_path):
+    """A LotteryModel stopped after round 0 ended (its masks set, θ0 restored)."""
+    (x, y), _ = mnist_slice
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5,
+                                     layer_rates={"output": 0.2})
+    pruned = compile_for_classification(
+        tfl.prune_with_rewinding(small_mlp(seed=11), schedule, checkpoint_dir=tmp_path / "c"))
+    pruned.fit(x, y, batch_size=60, epochs=1, verbose=0)
+    assert pruned.imp_step == 10 and pruned.masks.fraction_kept() < 1
+    return pruned, (x, y)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "savedmodel"])
+def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(half_trained, tmp_path, fmt):
+    pruned, (x, y) = half_trained
+    path = tmp_path / ("model.keras" if fmt == "keras" else "savedmodel")
+    pruned.save(path) if fmt == "keras" else pruned.save(path, save_format="tf")
+
+    restored = tfl.load_model(path)
+    assert isinstance(restored, tfl.LotteryModel)
+    wrappers = [layer for layer in restored.layers if hasattr(layer, "pruning_schedule")]
+    assert len(wrappers) == 2
+    assert all(w.pruning_schedule == pruned.schedule for w in wrappers)  # objects, not strings
+    assert restored.imp_step == 10 and restored.checkpoint_dir == pruned.checkpoint_dir
+    for key, mask in pruned.masks.items():
+        np.testing.assert_array_equal(restored.masks[key], mask)
+    for key, value in weights_by_path(pruned).items():
+        np.testing.assert_array_equal(weights_by_path(restored)[key], value)
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), pruned.predict(x, verbose=0))
+
+    # the restored model goes on: its next round end prunes the round-1 survivors and rewinds
+    theta0 = tfl.RewindPoint.load(pruned.checkpoint_dir / "step_0", restored).values
+    round_1 = {k: m.copy() for k, m in restored.masks.items()}
+    restored.fit(x, y, batch_size=60, epochs=1, verbose=0)
+    assert restored.imp_step == 20
+    for key, mask in restored.masks.items():
+        assert not np.any(mask & ~round_1[key])
+        assert mask.sum() < round_1[key].sum()
+        np.testing.assert_array_equal(weights_by_path(restored)[key][mask], theta0[key][mask])
+
+
+def test_tfmot_prune_scope_alone_loses_the_schedule(half_trained, tmp_path):
+    """The trap tf_lottery's scope exists for: TF-MOT hands a custom schedule back as a str."""
+    pruned, _ = half_trained
+    plain = keras.Model(pruned.inputs, pruned.outputs)
+    plain.save(tmp_path / "plain.keras")
+    with tfmot.sparsity.keras.prune_scope():
+        loaded = keras.models.load_model(tmp_path / "plain.keras")
+    assert isinstance(loaded.layers[1].pruning_schedule, str)
+    with tfl.custom_object_scope():
+        loaded = keras.models.load_model(tmp_path / "plain.keras")
+    assert loaded.layers[1].pruning_schedule == pruned.schedule
+
+
+def test_savedmodel_serves_without_tf_lottery(half_trained, tmp_path):
+    pruned, (x, _) = half_trained
+    pruned.save(tmp_path / "sm", save_format="tf")
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    out = served.signatures["serving_default"](tf.constant(x[:5]))
+    np.testing.assert_allclose(list(out.values())[0].numpy(), pruned.predict(x[:5], verbose=0),
+                               rtol=1e-6, atol=1e-6)
