@@ -309,3 +309,35 @@ def test_each_round_starts_with_a_fresh_optimizer(mnist_slice, tmp_path, make_op
     assert len(states[10]) == len(fresh_values)
     for value, expected in zip(states[10], fresh_values):
         np.testing.assert_array_equal(value, expected)
+
+
+def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_slice, tmp_path):
+    class StopAt(keras.callbacks.Callback):
+        def __init__(self, at):
+            super().__init__()
+            self.at = at
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == self.at:
+                self.model.stop_training = True
+
+    model = small_mlp(seed=13)
+    theta0 = weights_by_path(model)
+    schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.5)
+    pruned = compile_for_classification(
+        tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "c"))
+    pruned.fit(_dataset(mnist_slice), epochs=3, verbose=0, callbacks=[StopAt(5)])
+    assert pruned.imp_step == 5 and pruned.rounds == [] and pruned.masks.fraction_kept() == 1
+    rewound = {}
+
+    def check(step):
+        if step == 5:  # 5 steps into this fit: the round ended after step 10 in all
+            rewound.update(weights_by_path(pruned), masks=_masks(pruned))
+
+    pruned.fit(_dataset(mnist_slice), epochs=1, verbose=0, callbacks=[StepProbe(check)])
+    assert pruned.imp_step == 15 and [r.round for r in pruned.rounds] == [0]
+    assert pruned.rounds[0].step == 10
+    masks = rewound.pop("masks")
+    for path, mask in masks.items():
+        assert mask.sum() == kept_count(mask.size, 0.5)
+        np.testing.assert_array_equal(rewound[path][mask], theta0[path][mask])

@@ -52,17 +52,17 @@ def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(half_trained
         np.testing.assert_array_equal(weights_by_path(restored)[key][mask], theta0[key][mask])
 
 
-def test_tfmot_prune_scope_alone_loses_the_schedule(half_trained, tmp_path):
+def test_tfmot_prune_scope_alone_loses_the_schedule(tmp_path):
     """The trap tf_lottery's scope exists for: TF-MOT hands a custom schedule back as a str."""
-    pruned, _ = half_trained
-    plain = keras.Model(pruned.inputs, pruned.outputs)
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10)
+    plain = tfmot.sparsity.keras.prune_low_magnitude(small_mlp(), pruning_schedule=schedule)
     plain.save(tmp_path / "plain.keras")
     with tfmot.sparsity.keras.prune_scope():
         loaded = keras.models.load_model(tmp_path / "plain.keras")
-    assert isinstance(loaded.layers[1].pruning_schedule, str)
+    assert isinstance(loaded.layers[0].pruning_schedule, str)
     with tfl.custom_object_scope():
         loaded = keras.models.load_model(tmp_path / "plain.keras")
-    assert loaded.layers[1].pruning_schedule == pruned.schedule
+    assert loaded.layers[0].pruning_schedule == schedule
 
 
 def test_savedmodel_serves_without_tf_lottery(half_trained, tmp_path):

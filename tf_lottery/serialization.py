@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tf_lottery._compat import ScheduleAwarePruneLowMagnitude, keras
+from tf_lottery._compat import PruneLowMagnitude, keras
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.wrap import LotteryModel
 
@@ -20,7 +20,7 @@ def custom_object_scope():
             restored = tf_keras.models.load_model("pruned.keras")
     """
     return keras.utils.custom_object_scope({
-        "PruneLowMagnitude": ScheduleAwarePruneLowMagnitude,
+        "PruneLowMagnitude": PruneLowMagnitude,
         "RewindingSchedule": RewindingSchedule,
         "LotteryModel": LotteryModel,
     })

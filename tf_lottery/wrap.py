@@ -190,6 +190,11 @@ def strip_pruning(model):
     return ticket
 
 
+def counted_steps(model) -> int:
+    """Training steps ``model`` has taken, as its TF-MOT wrappers count them in-graph."""
+    return max(0, int(_compat.step_counter(model).numpy()))
+
+
 class RoundCallback(keras.callbacks.Callback):
     """A Keras callback that also hears about IMP round ends on a LotteryModel's ``fit``.
 
@@ -215,37 +220,58 @@ class RoundSummary:
 
 
 class _RoundController(keras.callbacks.Callback):
-    """Ends IMP rounds at the schedule's boundaries: new masks, rewind, optimizer reset."""
+    """Ends IMP rounds at the schedule's boundaries: new masks, rewind, optimizer reset.
 
-    def __init__(self, schedule, settings, checkpoint_dir, step=0):
+    The step count is TF-MOT's own: every wrapper's ``pruning_step`` counts the training
+    steps in-graph and is saved with the model. The controller reads it at epoch ends and
+    runs per-step Python only when a round end or the late-rewinding capture falls inside
+    an epoch.
+    """
+
+    def __init__(self, schedule, settings, checkpoint_dir):
         super().__init__()
         self._supports_tf_logs = True  # never force a device sync on ordinary steps
         self.schedule = schedule
         self.settings = settings
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.step = step
         self.history: list[RoundSummary] = []
         self.round_callbacks: list[RoundCallback] = []
+        self.step = 0  # the step the rounds have been brought up to
+        self._epoch_start = 0
         self._optimizer_reset = None
         self._rewind_point = None
-        self._epoch_start = step
-        self._steps_per_execution = 1
 
     @property
     def round(self) -> int:
         return self.schedule.round_at(self.step)
 
+    def _pending_steps(self) -> list[int]:
+        """Future steps at which the controller must act: round ends and the rewind capture."""
+        pending = [self.schedule.steps_per_round]
+        if self.settings.rewinds_weights and self.step < self.settings.rewind_to:
+            pending.append(self.settings.rewind_to)
+        return pending
+
+    def _implements_train_batch_hooks(self):
+        # Keras asks this once per fit, after set_params: skip per-step calls when every
+        # round end (and the rewind capture) coincides with an epoch end.
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            return True
+        start = counted_steps(self.model)
+        return start % steps != 0 or any(s % steps for s in self._pending_steps())
+
     def on_train_begin(self, logs=None):
         model = self.model
-        self._steps_per_execution = int(model._steps_per_execution.numpy())
-        rewind_step = self.settings.rewind_to if self.settings.rewinds_weights else 0
+        self.step = counted_steps(self.model)
+        every = int(model._steps_per_execution.numpy())
         for what, steps in (("steps_per_round", self.schedule.steps_per_round),
-                            ("rewind_to", rewind_step)):
-            if steps % self._steps_per_execution:
+                            ("rewind_to", self._pending_steps()[-1])):
+            if steps % every:
                 raise ValueError(
                     f"{what}={steps} is not a multiple of the model's steps_per_execution="
-                    f"{self._steps_per_execution}; round ends and the rewind point must fall "
-                    "between executions. Compile with a steps_per_execution that divides both.")
+                    f"{every}; round ends and the rewind point must fall between "
+                    "executions. Compile with a steps_per_execution that divides both.")
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not model.optimizer:
             self._optimizer_reset = OptimizerReset(model.optimizer, model.trainable_variables)
         if self.settings.rewinds_weights and self.step >= self.settings.rewind_to:
@@ -263,9 +289,7 @@ class _RoundController(keras.callbacks.Callback):
         self._advance(step, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        steps = self.params.get("steps")
-        if steps is not None:
-            self._advance(self._epoch_start + steps, logs)
+        self._advance(counted_steps(self.model), logs)
 
     def on_train_end(self, logs=None):
         final = self.schedule.rounds
@@ -318,12 +342,12 @@ class _RoundController(keras.callbacks.Callback):
 
     def get_config(self):
         return {"schedule": self.schedule.get_config(), "settings": self.settings.to_config(),
-                "checkpoint_dir": str(self.checkpoint_dir), "step": self.step}
+                "checkpoint_dir": str(self.checkpoint_dir)}
 
     @classmethod
     def from_config(cls, config):
         return cls(RewindingSchedule.from_config(config["schedule"]),
-                   ImpSettings(**config["settings"]), config["checkpoint_dir"], config["step"])
+                   ImpSettings(**config["settings"]), config["checkpoint_dir"])
 
 
 class LotteryModel(keras.Model):
@@ -358,7 +382,7 @@ class LotteryModel(keras.Model):
     @property
     def imp_step(self) -> int:
         """Training steps taken so far in the IMP run."""
-        return self._lottery.step
+        return counted_steps(self)
 
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit`` with TF-MOT's step callback and the round controller added."""
