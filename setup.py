@@ -11,12 +11,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tf_lottery", "tf_lottery.*"]),
     python_requires=">=3.10,<3.13",
-    # Tested together: TF 2.21, tf-keras 2.21, TF-MOT 0.8.1, TensorBoard 2.21 (Python 3.11).
+    # Tested together: TF 2.21, tf-keras 2.21, TF-MOT 0.8.1, TensorBoard 2.21, LiteRT 2.3
+    # (Python 3.11).
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",
         "tensorflow-model-optimization>=0.8.1,<0.9",
         "tensorboard>=2.21,<2.22",
+        "ai-edge-litert>=2.1,<3",
         "numpy>=1.26",
     ],
     extras_require={
