@@ -202,7 +202,7 @@ def test_conv_models_with_batchnorm_rewind_biases_and_statistics(kind, tmp_path)
     for path, value in rewound.items():
         mask = masks.get(path, np.ones_like(value, dtype=bool))
         np.testing.assert_array_equal(value[mask], theta0[path][mask])  # BN stats, biases too
-    for path, mask in masks.items():
+    for mask in masks.values():
         assert mask.sum() == kept_count(mask.size, 0.5)
     final = weights_by_path(pruned)
     assert not np.array_equal(final["bn/moving_mean"], theta0["bn/moving_mean"])

@@ -2,10 +2,10 @@
 
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindCheckpointError, RewindPoint
+from tf_lottery.rounds import ImpSettings
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.serialization import custom_object_scope, load_model
 from tf_lottery.wrap import (
-    ImpSettings,
     LotteryModel,
     RoundCallback,
     RoundSummary,

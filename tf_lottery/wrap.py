@@ -13,66 +13,16 @@ import dataclasses
 import difflib
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
 from tf_lottery import _compat
 from tf_lottery._compat import keras
-from tf_lottery.masks import SCOPES, STRATEGIES, Masks, next_masks
+from tf_lottery.masks import Masks
 from tf_lottery.rewind import OptimizerReset, RewindPoint, masked
+from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
 from tf_lottery.schedule import RewindingSchedule
-
-REWIND_MODES = ("init", "an iteration k >= 0", "lr", None)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImpSettings:
-    """How each round end chooses masks and what it rewinds to.
-
-    ``rewind_to``: an iteration k (0 is the initialisation θ0; k > 0 is late rewinding, the
-    weights after k steps of the first round), ``"lr"`` (learning-rate rewinding: keep the
-    trained weights, restart the learning-rate schedule) or ``None`` (fine-tuning: keep the
-    trained weights and the schedule's position).
-    """
-
-    rewind_to: Union[int, str, None] = 0
-    scope: str = "layer"
-    strategy: str = "magnitude"
-    block_size: int = 1
-    exclude: tuple = ()
-    seed: int = 0
-
-    def __post_init__(self):
-        rewind_to = 0 if self.rewind_to == "init" else self.rewind_to
-        if rewind_to == "none":
-            rewind_to = None
-        valid_int = isinstance(rewind_to, int) and not isinstance(rewind_to, bool) \
-            and rewind_to >= 0
-        if not (valid_int or rewind_to in ("lr", None)):
-            raise ValueError(
-                f"rewind_to must be one of {REWIND_MODES}, got {self.rewind_to!r}")
-        object.__setattr__(self, "rewind_to", rewind_to)
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) \
-                or self.block_size < 1:
-            raise ValueError(f"block_size must be a whole number >= 1, got {self.block_size!r}")
-        if self.block_size > 1 and self.strategy != "magnitude":
-            raise ValueError("block_size > 1 needs strategy='magnitude'")
-        if isinstance(self.exclude, str):
-            raise TypeError(f"exclude must be a list of layer names, got the string "
-                            f"{self.exclude!r}; write exclude=[{self.exclude!r}]")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-
-    @property
-    def rewinds_weights(self) -> bool:
-        return isinstance(self.rewind_to, int)
-
-    def to_config(self) -> dict:
-        return dataclasses.asdict(self) | {"exclude": list(self.exclude)}
 
 
 def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, scope="layer",
@@ -162,12 +112,6 @@ def _wrap(model, schedule, exclude):
             return _compat.wrap_layer(layer, schedule)
         return layer
     return keras.models.clone_model(model, clone_function=clone)
-
-
-def current_masks(model) -> Masks:
-    """The masks the TF-MOT wrappers of ``model`` hold now, by weight path."""
-    return Masks({path: pruned.mask.numpy() != 0
-                  for path, pruned in _compat.pruned_weights(model).items()})
 
 
 def strip_pruning(model):
@@ -317,28 +261,10 @@ class _RoundController(keras.callbacks.Callback):
                                   dict(metrics, weights_remaining=summary.weights_remaining))
 
     def _end_round(self, next_round):
-        pruned = _compat.pruned_weights(self.model)
-        masks = current_masks(self.model)
-        weights = {path: masked(p.weight.numpy(), masks[path]) for path, p in pruned.items()}
-        broken = [path for path, value in weights.items() if not np.all(np.isfinite(value))]
-        if broken:
-            raise FloatingPointError(
-                f"round {next_round - 1} ended with non-finite weights in {', '.join(broken)} "
-                "(the loss diverged); the masks were left as they were. Lower the learning "
-                "rate or clip gradients, then train again from the rewind checkpoint.")
-        sparsity = {path: self.schedule.sparsity(p.layer_name, next_round)
-                    for path, p in pruned.items()}
-        new = next_masks(weights, masks, sparsity, strategy=self.settings.strategy,
-                         scope=self.settings.scope, block_size=self.settings.block_size,
-                         seed=self.settings.seed + next_round)
-        for path, p in pruned.items():
-            p.mask.assign(new[path].astype(p.mask.dtype.as_numpy_dtype))
-        if self.settings.rewinds_weights:
-            self._rewind_point.restore(self.model, new)
-        else:
-            for path, p in pruned.items():
-                p.weight.assign(masked(weights[path], new[path]))
-        self._optimizer_reset.reset(restart_schedule=self.settings.rewind_to is not None)
+        masks = trained_masks(self.model, self.schedule, self.settings, next_round)
+        start_round(self.model, masks,
+                    self._rewind_point if self.settings.rewinds_weights else None)
+        self._optimizer_reset.reset(restart_schedule=self.settings.restarts_schedule)
 
     def get_config(self):
         return {"schedule": self.schedule.get_config(), "settings": self.settings.to_config(),
