@@ -20,7 +20,10 @@ setup(
         "tensorboard>=2.21,<2.22",
         "ai-edge-litert>=2.1,<3",
         "numpy>=1.26",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
     ],
+    entry_points={"console_scripts": ["tf-lottery=tf_lottery.cli:main"]},
     extras_require={
         "test": ["pytest>=8"],
     },

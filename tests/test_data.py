@@ -52,3 +52,41 @@ def test_read_idx_checks_the_header(tmp_path):
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     with pytest.raises(data.DataError, match="holds 2 bytes"):
         data.read_idx(path, md5)
+
+
+def test_load_dataset_holds_out_a_seeded_validation_split():
+    splits = data.load_dataset("mnist", validation_size=5000)
+    assert splits.input_shape == (28, 28, 1) and splits.classes == 10
+    assert len(splits.train[0]) == 55000 and len(splits.validation[0]) == 5000
+    assert len(splits.test[0]) == 10000
+    again = data.load_dataset("mnist", validation_size=5000, train_size=100)
+    assert np.array_equal(again.validation[1], splits.validation[1])
+    assert np.array_equal(again.train[0], splits.train[0][:100])
+    # held-out images are not in the training split
+    train_rows = {row.tobytes() for row in splits.train[0][:2000].reshape(2000, -1)}
+    assert not any(row.tobytes() in train_rows
+                   for row in splits.validation[0][:500].reshape(500, -1))
+
+
+def test_cifar10_batches_are_read_into_images(tmp_path):
+    import pickle
+    rng = np.random.default_rng(0)
+    for name, count in [*[(f"data_batch_{i}", 4) for i in range(1, 6)], ("test_batch", 3)]:
+        batch = {b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, size=count))}
+        (tmp_path / name).write_bytes(pickle.dumps(batch))
+    (x, y), (xt, yt) = data.load_cifar10(tmp_path)
+    assert x.shape == (20, 32, 32, 3) and xt.shape == (3, 32, 32, 3) and y.dtype == np.int64
+    raw = pickle.loads((tmp_path / "data_batch_1").read_bytes())[b"data"][0]
+    assert x[0, 0, 0, 0] == pytest.approx(raw[0] / 255) and \
+        x[0, 0, 0, 1] == pytest.approx(raw[1024] / 255)  # R and G planes interleaved
+    (tmp_path / "test_batch").unlink()
+    with pytest.raises(data.DataError, match="test_batch does not exist"):
+        data.load_cifar10(tmp_path)
+
+
+def test_unknown_dataset_and_missing_data_dir():
+    with pytest.raises(data.DataError, match="unknown dataset 'mnits'"):
+        data.load_dataset("mnits")
+    with pytest.raises(data.DataError, match="'cifar10' needs data_dir"):
+        data.load_dataset("cifar10")

@@ -3,7 +3,9 @@
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindCheckpointError, RewindPoint
 from tf_lottery.rounds import ImpSettings
+from tf_lottery.results import RoundRecord, SearchResult
 from tf_lottery.schedule import RewindingSchedule
+from tf_lottery.search import LotteryTicketSearch
 from tf_lottery.serialization import custom_object_scope, load_model
 from tf_lottery.wrap import (
     LotteryModel,
@@ -16,7 +18,8 @@ from tf_lottery.wrap import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImpSettings", "LotteryModel", "Masks", "RewindCheckpointError", "RewindPoint",
-    "RewindingSchedule", "RoundCallback", "RoundSummary", "custom_object_scope",
-    "load_model", "prune_with_rewinding", "strip_pruning",
+    "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks", "RewindCheckpointError",
+    "RewindPoint", "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
+    "SearchResult", "custom_object_scope", "load_model", "prune_with_rewinding",
+    "strip_pruning",
 ]

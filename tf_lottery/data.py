@@ -6,15 +6,18 @@ a truncated or altered download is an error, never a silently wrong experiment.
 
 Example::
 
-    from tf_lottery.data import load_mnist
+    from tf_lottery.data import load_mnist, load_dataset
     (x_train, y_train), (x_test, y_test) = load_mnist()   # float32 in [0, 1], (N, 784)
+    splits = load_dataset("mnist")   # images (N, 28, 28, 1), 5,000 held out for validation
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
+import pickle
 import struct
 from pathlib import Path
 
@@ -103,3 +106,76 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
 def load_fashion_mnist(data_dir: str | os.PathLike):
     """Fashion-MNIST from a folder holding its four IDX .gz files, checksums verified."""
     return load_idx_dataset(data_dir, FASHION_MNIST_FILES)
+
+
+def load_cifar10(data_dir: str | os.PathLike):
+    """CIFAR-10 from its Python batches (``data_batch_1`` .. ``5``, ``test_batch``).
+
+    Images come back as float32 in [0, 1], shaped (N, 32, 32, 3); labels as int64.
+    """
+    data_dir = Path(data_dir)
+
+    def read(names):
+        images, labels = [], []
+        for name in names:
+            path = data_dir / name
+            if not path.is_file():
+                raise DataError(f"CIFAR-10 file {path} does not exist; pass data_dir= pointing "
+                                "at the extracted cifar-10-batches-py folder")
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            data, batch_labels = batch[b"data"], batch[b"labels"]
+            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
+                raise DataError(f"{path} is not a CIFAR-10 batch: data {data.shape}, "
+                                f"{len(batch_labels)} labels")
+            images.append(data)
+            labels.extend(batch_labels)
+        x = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return x.astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
+
+    return read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Train, validation and test arrays of one dataset; images keep their shape."""
+
+    name: str
+    train: tuple
+    validation: tuple
+    test: tuple
+    classes: int
+
+    @property
+    def input_shape(self) -> tuple:
+        return self.train[0].shape[1:]
+
+
+_IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}
+_LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+DATASETS = tuple(_LOADERS)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 validation_size: int = 5000, train_size: int | None = None,
+                 seed: int = 0) -> Splits:
+    """A dataset split three ways: ``validation_size`` training images (a seeded random
+    choice) are held out for validation, as the paper does; ``train_size`` keeps only that
+    many of the rest (for quick runs)."""
+    if name not in _LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if name != "mnist" and data_dir is None:
+        raise DataError(f"dataset {name!r} needs data_dir: the folder holding its files")
+    (x_train, y_train), (x_test, y_test) = _LOADERS[name](data_dir)
+    if name in _IMAGE_SHAPES:
+        x_train = x_train.reshape((-1,) + _IMAGE_SHAPES[name])
+        x_test = x_test.reshape((-1,) + _IMAGE_SHAPES[name])
+    if not 0 <= validation_size < len(x_train):
+        raise DataError(f"validation_size must be in [0, {len(x_train)}), got {validation_size}")
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    held, kept = order[:validation_size], order[validation_size:]
+    if train_size is not None:
+        kept = kept[:train_size]
+    return Splits(name=name, train=(x_train[kept], y_train[kept]),
+                  validation=(x_train[held], y_train[held]), test=(x_test, y_test),
+                  classes=int(max(y_train.max(), y_test.max())) + 1)

@@ -1,24 +1,78 @@
-"""The paper's architectures as tf_keras models, with its Gaussian Glorot initialisation."""
+"""The paper's architectures as tf_keras models, with its Gaussian Glorot initialisation.
+
+Lenet-300-100 for MNIST-sized inputs and Conv-2/4/6 (Frankle & Carbin, figure 2) for
+CIFAR-10-sized ones. ``build(name, ...)`` looks them up by the names configs use.
+
+Example::
+
+    model = build("conv4", input_shape=(32, 32, 3), classes=10, seed=0)
+"""
 
 from __future__ import annotations
+
+import difflib
+import functools
 
 from tf_lottery._compat import keras
 
 
-def lenet_300_100(input_dim: int = 784, classes: int = 10, seed: int | None = None):
-    """Lenet-300-100: fully connected 784-300-100-10, ReLU, logits out (Frankle & Carbin).
+def _initializer(seed, index):
+    return keras.initializers.GlorotNormal(seed=None if seed is None else seed * 1000 + index)
+
+
+def lenet_300_100(input_shape=(784,), classes: int = 10, seed: int | None = None):
+    """Lenet-300-100: fully connected 300-100-classes, ReLU, logits out.
 
     Example::
 
-        model = lenet_300_100(seed=0)
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model = lenet_300_100(seed=0)   # layers hidden_1, hidden_2, output
     """
-    def init(index):
-        return keras.initializers.GlorotNormal(seed=None if seed is None else seed + index)
+    layers = [keras.Input(shape=tuple(input_shape), name="input")]
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten(name="flatten"))
+    layers += [
+        keras.layers.Dense(300, activation="relu", kernel_initializer=_initializer(seed, 0),
+                           name="hidden_1"),
+        keras.layers.Dense(100, activation="relu", kernel_initializer=_initializer(seed, 1),
+                           name="hidden_2"),
+        keras.layers.Dense(classes, kernel_initializer=_initializer(seed, 2), name="output"),
+    ]
+    return keras.Sequential(layers, name="lenet_300_100")
 
-    return keras.Sequential([
-        keras.Input(shape=(input_dim,)),
-        keras.layers.Dense(300, activation="relu", kernel_initializer=init(0), name="hidden_1"),
-        keras.layers.Dense(100, activation="relu", kernel_initializer=init(1), name="hidden_2"),
-        keras.layers.Dense(classes, kernel_initializer=init(2), name="output"),
-    ], name="lenet_300_100")
+
+_CONV_BLOCKS = {"conv2": (64,), "conv4": (64, 128), "conv6": (64, 128, 256)}
+
+
+def conv_net(name: str, input_shape=(32, 32, 3), classes: int = 10, seed: int | None = None):
+    """Conv-2, Conv-4 or Conv-6: blocks of two 3x3 convolutions and a 2x2 max-pool, then
+    fully connected 256-256-classes (layers conv_1.., fc_1, fc_2, output)."""
+    layers = [keras.Input(shape=tuple(input_shape), name="input")]
+    index = 0
+    for block, filters in enumerate(_CONV_BLOCKS[name]):
+        for _ in range(2):
+            index += 1
+            layers.append(keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu",
+                kernel_initializer=_initializer(seed, index), name=f"conv_{index}"))
+        layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{block + 1}"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    for fc in (1, 2):
+        layers.append(keras.layers.Dense(256, activation="relu",
+                                         kernel_initializer=_initializer(seed, 100 + fc),
+                                         name=f"fc_{fc}"))
+    layers.append(keras.layers.Dense(classes, kernel_initializer=_initializer(seed, 200),
+                                     name="output"))
+    return keras.Sequential(layers, name=name)
+
+
+MODELS = {"lenet_300_100": lenet_300_100,
+          **{name: functools.partial(conv_net, name) for name in _CONV_BLOCKS}}
+
+
+def build(name: str, input_shape, classes: int, seed: int | None = None):
+    """The zoo model ``name`` for inputs of ``input_shape`` and ``classes`` outputs."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Known: {', '.join(MODELS)}")
+    return MODELS[name](input_shape=tuple(input_shape), classes=classes, seed=seed)

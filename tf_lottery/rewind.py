@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -44,6 +45,14 @@ class RewindPoint:
     def capture(cls, model, step: int) -> "RewindPoint":
         return cls({path: var.numpy() for path, var in _compat.model_weights(model).items()},
                    step)
+
+    @classmethod
+    def fresh_draw(cls, model, seed: int) -> "RewindPoint":
+        """New initial weights for ``model``: every layer's initializers drawn again, seeded
+        by ``seed`` (the random-reinitialisation control). ``model`` is left untouched."""
+        config = _reseeded(model.get_config(), itertools.count(seed * 100_003))
+        clone = type(model).from_config(config)
+        return cls.capture(clone, step=0)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write a TF checkpoint into ``directory`` atomically; an existing one is refused."""
@@ -93,6 +102,21 @@ class RewindPoint:
             variable.assign(masked(self.values[path], masks.get(path)))
 
 
+def _reseeded(config, seeds):
+    """``config`` with a new seed from ``seeds`` in every seedable ``*_initializer``."""
+    if isinstance(config, list):
+        return [_reseeded(item, seeds) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key.endswith("_initializer") and isinstance(value, dict) and \
+                "seed" in value.get("config", {}):
+            value = dict(value, config=dict(value["config"], seed=next(seeds)))
+        out[key] = _reseeded(value, seeds)
+    return out
+
+
 def masked(value: np.ndarray, mask) -> np.ndarray:
     """``value`` with the entries ``mask`` prunes set to exactly +0 (no mask: unchanged)."""
     if mask is None:
@@ -106,8 +130,8 @@ class OptimizerReset:
     The values come from a new optimizer of the same class and config built on the same
     variables, so any optimizer resets correctly (Adagrad's accumulators do not start at 0),
     and a model loaded mid-run resets to fresh state, not to the state it was saved with.
-    ``reset(restart_schedule=False)`` keeps the step counter, so a learning-rate schedule
-    goes on where it was (fine-tuning); ``restart_schedule=True`` restarts it too.
+    ``reset(step)`` sets the step counter, and so the learning-rate schedule, to ``step``:
+    0 restarts it, the current count lets it go on (fine-tuning).
     """
 
     def __init__(self, optimizer, trainable_variables):
@@ -121,9 +145,7 @@ class OptimizerReset:
                             "different set of variables")
         self._initial = list(zip(live, fresh_values))
 
-    def reset(self, restart_schedule: bool) -> None:
-        iterations = self.optimizer.iterations
+    def reset(self, step: int = 0) -> None:
         for variable, value in self._initial:
-            if variable is iterations and not restart_schedule:
-                continue
             variable.assign(value)
+        self.optimizer.iterations.assign(step)

@@ -55,23 +55,36 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, sco
         pruned.fit(train, epochs=schedule.total_steps // steps_per_epoch)
         ticket = tfl.strip_pruning(pruned)
     """
-    _compat.check_model(model)
-    if not isinstance(schedule, RewindingSchedule):
-        raise TypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
-                        f"{type(schedule).__name__}")
     settings = ImpSettings(rewind_to=rewind_to, scope=scope, strategy=strategy,
                            block_size=block_size, exclude=exclude, seed=seed)
-    if settings.rewinds_weights and settings.rewind_to >= schedule.steps_per_round:
-        raise ValueError(
-            f"rewind_to={settings.rewind_to} lies beyond the first round "
-            f"({schedule.steps_per_round} steps); the rewind point is captured in round 0")
-    _check_layers(model, schedule, settings)
-    wrapped = _wrap(model, schedule, settings.exclude)
+    wrapped = wrap_for_pruning(model, schedule, settings)
     lottery = LotteryModel(inputs=wrapped.inputs, outputs=wrapped.outputs, name=model.name)
     checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
     RewindPoint.capture(lottery, step=0).save(rewind_point_dir(checkpoint_dir, 0))
     lottery._attach(_RoundController(schedule, settings, checkpoint_dir))
     return lottery
+
+
+def wrap_for_pruning(model, schedule: RewindingSchedule, settings: ImpSettings):
+    """Check ``model`` and the settings, and clone it with TF-MOT wrappers on every
+    prunable layer not excluded; the clone shares the original layers and weights."""
+    _compat.check_model(model)
+    if not isinstance(schedule, RewindingSchedule):
+        raise TypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
+                        f"{type(schedule).__name__}")
+    if settings.rewinds_weights and settings.rewind_to >= schedule.steps_per_round:
+        raise ValueError(
+            f"rewind_to={settings.rewind_to} lies beyond the first round "
+            f"({schedule.steps_per_round} steps); the rewind point is captured in round 0")
+    _check_layers(model, schedule, settings)
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        if _compat.has_prunable_weights(layer) and layer.name not in settings.exclude:
+            return _compat.wrap_layer(layer, schedule)
+        return layer
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def rewind_point_dir(checkpoint_dir, step: int) -> Path:
@@ -102,16 +115,6 @@ def _check_layers(model, schedule: RewindingSchedule, settings: ImpSettings) -> 
         raise ValueError(
             "the model has no prunable layer (Dense, Conv1D/2D/3D, ... with a kernel) outside "
             "exclude; there is nothing for IMP to prune")
-
-
-def _wrap(model, schedule, exclude):
-    def clone(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone)
-        if _compat.has_prunable_weights(layer) and layer.name not in exclude:
-            return _compat.wrap_layer(layer, schedule)
-        return layer
-    return keras.models.clone_model(model, clone_function=clone)
 
 
 def strip_pruning(model):
@@ -264,7 +267,9 @@ class _RoundController(keras.callbacks.Callback):
         masks = trained_masks(self.model, self.schedule, self.settings, next_round)
         start_round(self.model, masks,
                     self._rewind_point if self.settings.rewinds_weights else None)
-        self._optimizer_reset.reset(restart_schedule=self.settings.restarts_schedule)
+        optimizer = self._optimizer_reset.optimizer
+        self._optimizer_reset.reset(
+            step=0 if self.settings.restarts_schedule else int(optimizer.iterations.numpy()))
 
     def get_config(self):
         return {"schedule": self.schedule.get_config(), "settings": self.settings.to_config(),

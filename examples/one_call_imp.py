@@ -1,12 +1,12 @@
-"""The main job: a few IMP rounds of Lenet-300-100 on the embedded MNIST, in minutes on a CPU.
+"""IMP inside one fit: IMP rounds of Lenet-300-100 on the embedded MNIST, in minutes on a CPU.
 
 One ``fit`` runs every round. The paper's rates: each round removes 20% of the surviving
 weights of the hidden layers and 10% of the output layer's; after every round the
 survivors go back to their initial values. Per round it prints the weights remaining and
 the test accuracy the round reached.
 
-    python examples/lenet_mnist_quick.py            # 12 rounds, 2 epochs each
-    python examples/lenet_mnist_quick.py --rounds 3 --epochs-per-round 1
+    python examples/one_call_imp.py            # 12 rounds, 2 epochs each
+    python examples/one_call_imp.py --rounds 3 --epochs-per-round 1
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""The tf-lottery command end to end, and the config errors it reports."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tf_lottery.cli import main
+from tf_lottery.config import ConfigError, RunConfig
+
+TINY = """\
+run_dir: {run_dir}
+model: lenet_300_100
+dataset: mnist
+validation_size: 100
+train_size: 300
+test_size: 100
+rounds: 1
+steps_per_round: 5
+prune_rate: 0.5
+layer_rates: {{output: 0.25}}
+controls: [random_pruning]
+eval_every: 5
+verbose: 2
+"""
+
+
+def _tiny(tmp_path, **extra):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(run_dir=tmp_path / "run") +
+                    "".join(f"{k}: {v}\n" for k, v in extra.items()))
+    return path
+
+
+def test_run_and_report_end_to_end_through_the_console_script(tmp_path):
+    script = Path(sys.executable).parent / "tf-lottery"
+    assert script.is_file(), "pip install -e . installs the tf-lottery console script"
+    done = subprocess.run([str(script), "run", str(_tiny(tmp_path)), "seed=4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "trial 1/1, round 1/1: 50.09% of weights" in done.stdout  # (117600+15000+750)/266200
+    assert "random_pruning" in done.stdout
+    for name in ("results.csv", "results.json", "plot.png", "config.json", "model.json"):
+        assert (tmp_path / "run" / name).is_file()
+    assert '"seed": 4' in (tmp_path / "run" / "config.json").read_text()
+    (tmp_path / "run" / "plot.png").unlink()
+    report = subprocess.run([str(script), "report", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.splitlines()[0].split()[:3] == ["round", "variant", "weights"]
+    assert len(report.stdout.splitlines()) == 1 + 3 + 1  # header, 3 records, paths
+    assert (tmp_path / "run" / "plot.png").stat().st_size > 10_000
+
+
+def test_unknown_keys_are_named_with_the_nearest_one(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown config key 'prune_rat'.*'prune_rate'"):
+        RunConfig.load(_tiny(tmp_path, prune_rat=0.3))
+    with pytest.raises(ConfigError, match="unknown config key 'round'.*'rounds'"):
+        RunConfig.load(_tiny(tmp_path), ["round=3"])
+    assert main(["run", str(_tiny(tmp_path)), "stepsperround=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'stepsperround'" in err and "'steps_per_round'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    config = RunConfig.load(_tiny(tmp_path), ["rounds=4", "layer_rates={output: 0.1}",
+                                              "rewind_to=null", "controls=[]"])
+    assert config.rounds == 4 and config.layer_rates == {"output": 0.1}
+    assert config.rewind_to is None and config.controls == ()
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        RunConfig.load(_tiny(tmp_path), ["rounds"])
+
+
+def test_missing_data_files_say_where_they_were_looked_for(tmp_path, capsys):
+    config = _tiny(tmp_path, data_dir=tmp_path / "nowhere")
+    text = config.read_text().replace("dataset: mnist", "dataset: fashion_mnist")
+    config.write_text(text)
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere' / 'train-images-idx3-ubyte.gz'} does not exist" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rounds: 3\n", "has no run_dir"),
+    ("run_dir: r\n  bad: [\n", "is not valid YAML"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_malformed_configs(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(path)
+
+
+def test_report_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a tf_lottery run directory" in capsys.readouterr().err

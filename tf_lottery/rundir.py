@@ -1,0 +1,161 @@
+"""The run directory of a search: its config, a lock, and rounds committed atomically.
+
+Layout::
+
+    RUN_DIR/
+      config.json                   what the search was started with (compared on resume)
+      model.json                    the architecture, to rebuild the model for export
+      lock                          held (flock) by the process running the search
+      trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
+      trial_0/round_00/             one committed round: metrics.json, per variant its
+                                    masks.npz (and the ticket's weights/), next_masks.npz
+      results.csv results.json plot.png
+
+A round is written into a hidden staging folder and renamed into place when complete, so
+a crash leaves either the whole round or none of it. Resuming continues after the last
+committed round of each trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory cannot be used as asked (another config, another process)."""
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def to_json(value) -> str:
+    """JSON text of ``value``; NumPy scalars and arrays become plain numbers and lists."""
+    return json.dumps(value, indent=2, sort_keys=True,
+                      default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    write_atomic(path, to_json(value) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _differences(old, new, prefix=""):
+    """Human-readable 'key: old -> new' lines for two JSON-like values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in sorted(set(old) | set(new), key=str):
+            lines += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
+                                  f"{prefix}{key}.")
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new))
+                for line in _differences(a, b, f"{prefix}{i}.")]
+    if old != new:
+        shown = [json.dumps(v)[:80] for v in (old, new)]
+        return [f"{prefix.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
+    return []
+
+
+class RunDirectory:
+    """One search's folder on disk. ``with run_dir.locked(): ...`` while running."""
+
+    _ROUND = re.compile(r"^round_(\d+)$")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the directory's lock; a second process is refused at once. The kernel
+        releases the lock when its holder dies, so a killed run never blocks the next."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunDirectoryError(
+                    f"{self.path} is in use by another run (pid {holder}); wait for it to "
+                    "finish or use another run directory") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def adopt_config(self, config: dict, model_json: str) -> None:
+        """Record ``config`` in a new directory, or check it equals the recorded one."""
+        recorded = self.path / "config.json"
+        if recorded.is_file():
+            differences = _differences(read_json(recorded), json.loads(to_json(config)))
+            if differences:
+                raise RunDirectoryError(
+                    f"{self.path} holds a search with another config; resuming it with this "
+                    "one would mix two experiments. Use a new run directory, or the recorded "
+                    "settings. Differences:\n  " + "\n  ".join(differences))
+            return
+        write_atomic(self.path / "model.json", model_json)
+        write_json(recorded, config)
+
+    def config(self) -> dict:
+        return read_json(self.path / "config.json")
+
+    def trial(self, trial: int) -> Path:
+        return self.path / f"trial_{trial}"
+
+    def rewind_dir(self, trial: int) -> Path:
+        return self.trial(trial) / "rewind"
+
+    def round(self, trial: int, round_index: int) -> Path:
+        return self.trial(trial) / f"round_{round_index:02d}"
+
+    def completed_rounds(self, trial: int) -> int:
+        """How many rounds of ``trial`` are committed (rounds 0 .. n-1)."""
+        done = {int(m.group(1)) for p in self.trial(trial).glob("round_*")
+                if (m := self._ROUND.match(p.name)) and p.is_dir()}
+        count = 0
+        while count in done:
+            count += 1
+        return count
+
+    def trials(self) -> list[int]:
+        return sorted(int(p.name.split("_")[1]) for p in self.path.glob("trial_*") if p.is_dir())
+
+    @contextlib.contextmanager
+    def staging(self, trial: int, round_index: int):
+        """A folder to write round ``round_index`` into; committed by rename on success."""
+        final = self.round(trial, round_index)
+        if final.exists():
+            raise RunDirectoryError(f"{final} is already committed; it is never overwritten")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+        try:
+            yield stage
+            os.replace(stage, final)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
