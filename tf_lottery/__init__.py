@@ -7,6 +7,7 @@ from tf_lottery.results import RoundRecord, SearchResult
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.search import LotteryTicketSearch
 from tf_lottery.serialization import custom_object_scope, load_model
+from tf_lottery.tensorboard import TensorBoardRounds
 from tf_lottery.wrap import (
     LotteryModel,
     RoundCallback,
@@ -18,8 +19,9 @@ from tf_lottery.wrap import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks", "RewindCheckpointError",
-    "RewindPoint", "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
-    "SearchResult", "custom_object_scope", "load_model", "prune_with_rewinding",
+    "ImpSettings", "LotteryModel", "LotteryTicketSearch",
+    "Masks", "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
+    "RoundRecord", "RoundSummary", "SearchResult", "TensorBoardRounds", "custom_object_scope",
+    "load_model", "prune_with_rewinding",
     "strip_pruning",
 ]

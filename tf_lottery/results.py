@@ -120,8 +120,16 @@ class SearchResult:
         return paths
 
     def plot(self, path: str | os.PathLike) -> None:
-        """The paper's figure: test accuracy at early stop and early-stop iteration against
-        percent of weights remaining (log scale, decreasing), spread over trials as bars."""
+        """Write :meth:`plot_png` to ``path`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(self.plot_png())
+        os.replace(tmp, path)
+
+    def plot_png(self) -> bytes:
+        """The paper's figure as PNG: test accuracy at early stop and early-stop iteration
+        against percent of weights remaining (log scale, decreasing), trial spread as bars."""
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
@@ -153,9 +161,7 @@ class SearchResult:
             axis.grid(True, which="both", alpha=0.3)
             axis.legend()
         figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        figure.savefig(tmp, dpi=110)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
         plt.close(figure)
-        os.replace(tmp, path)
+        return buffer.getvalue()

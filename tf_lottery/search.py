@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +28,7 @@ from tf_lottery.rewind import OptimizerReset, RewindPoint
 from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
 from tf_lottery.rundir import RunDirectory, write_json
 from tf_lottery.schedule import RewindingSchedule
+from tf_lottery.tensorboard import SearchSummaries, surviving_weights
 from tf_lottery.wrap import wrap_for_pruning
 
 CONTROLS = VARIANTS[1:]
@@ -170,9 +171,14 @@ class LotteryTicketSearch:
         with self.run_dir.locked():
             self.run_dir.adopt_config(config, template.to_json())
             self._started, self._trained = time.perf_counter(), 0
-            for trial in range(self.trials):
-                self._run_trial(trial, train, validation, test,
-                                template if trial == 0 else None)
+            self._summaries = SearchSummaries(self.run_dir.path / "logs", config,
+                                              {**config["schedule"], **config["settings"]})
+            try:
+                for trial in range(self.trials):
+                    self._run_trial(trial, train, validation, test,
+                                    template if trial == 0 else None)
+            finally:
+                self._summaries.close()
             result = SearchResult.load(self.run_dir.path)
             paths = result.save(self.run_dir.path)
         if self.verbose:
@@ -213,19 +219,32 @@ class LotteryTicketSearch:
         masks, start = run.resume_state(done)
         for round_index in range(done, self.schedule.rounds + 1):
             with self.run_dir.staging(trial, round_index) as stage:
-                records, trained, next_masks = run.round(round_index, masks, start, stage)
-            self._report_progress(trial, round_index, records)
+                trainings, trained, next_masks = run.round(round_index, masks, start, stage)
+            self._summarize(trial, round_index, trainings)
+            self._report_progress(trial, round_index, [t.record for t in trainings])
             if next_masks is not None:
                 masks = next_masks
                 start = run.rewind_point() if self.settings.rewinds_weights else trained
+        self._summaries.trial_finished(trial, [
+            Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")
+            for r in range(self.schedule.rounds + 1)])
+
+    def _summarize(self, trial, round_index, trainings):
+        for training in trainings:
+            previous = self.run_dir.round(trial, round_index - 1) / training.record.variant / \
+                "masks.npz"
+            self._summaries.round_committed(
+                training.record, training.masks,
+                Masks.load(previous) if previous.is_file() else None, training.weights)
+        self._summaries.plot(trial, round_index, SearchResult.load(self.run_dir.path).plot_png())
 
     def _round_seed(self, trial, round_index, variant) -> int:
         return (self.seed + trial) * 1_000_003 + round_index * 10 + VARIANTS.index(variant)
 
     def _report_progress(self, trial, round_index, records):
+        self._trained += len(records)
         if not self.verbose:
             return
-        self._trained += len(records)
         ticket = records[0]
         controls = "".join(f", {r.variant} {r.test_accuracy:.4f}" for r in records[1:])
         per_training = (time.perf_counter() - self._started) / self._trained
@@ -288,7 +307,7 @@ class _Trial:
         if round_index == 0 and settings.rewinds_weights and settings.rewind_to > 0:
             capture = (settings.rewind_to, lambda model: RewindPoint.capture(
                 model, settings.rewind_to).save(self.rewind_dir / f"step_{settings.rewind_to}"))
-        records = [self.train("ticket", round_index, masks, start, capture)]
+        trainings = [self.train("ticket", round_index, masks, start, capture)]
         (stage / "ticket").mkdir()
         masks.save(stage / "ticket" / "masks.npz")
         trained = RewindPoint.capture(self.model, (round_index + 1) * schedule.steps_per_round)
@@ -306,14 +325,14 @@ class _Trial:
                 full = Masks({key: np.ones_like(mask) for key, mask in masks.items()})
                 control_masks = random_pruning(full, masks.sparsity(), seed=seed)
                 control_start = self.theta0
-            records.append(self.train(variant, round_index, control_masks, control_start))
+            trainings.append(self.train(variant, round_index, control_masks, control_start))
             (stage / variant).mkdir()
             control_masks.save(stage / variant / "masks.npz")
-        write_json(stage / "metrics.json", {"records": [r.to_dict() for r in records]})
-        return records, trained, next_masks
+        write_json(stage / "metrics.json", {"records": [t.record.to_dict() for t in trainings]})
+        return trainings, trained, next_masks
 
-    def train(self, variant, round_index, masks, start, capture=None) -> RoundRecord:
-        """One full training from ``start`` under ``masks``: the record of what it reached."""
+    def train(self, variant, round_index, masks, start, capture=None) -> "_Training":
+        """One full training from ``start`` under ``masks``: what it reached."""
         search = self.search
         seed = search._round_seed(self.trial, round_index, variant)
         keras.utils.set_random_seed(seed)  # shuffling and dropout: resumable, bit for bit
@@ -329,7 +348,10 @@ class _Trial:
         tracker = _RoundTracker(self.evaluator, search.eval_every, steps, capture)
         began = time.perf_counter()
         self.model.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
-                       callbacks=[tracker, *search._callbacks], verbose=search.verbose)
+                       callbacks=[tracker, *search._callbacks,
+                                  search._summaries.keras_callback(self.trial, variant,
+                                                                   round_index)],
+                       verbose=search.verbose)
         start_round(self.model, masks, None)  # the last update touched pruned weights
         finite = all(np.all(np.isfinite(v.numpy())) for v in self.model.trainable_variables)
         if tracker.diverged_at is not None or not finite:
@@ -341,7 +363,7 @@ class _Trial:
                 f"{search.run_dir.path}; lower the learning rate and run again.")
         best, last = tracker.best, tracker.last
         kept = masks.kept()
-        return RoundRecord(
+        record = RoundRecord(
             trial=self.trial, round=round_index, variant=variant,
             weights_remaining=masks.fraction_kept(),
             layer_weights_remaining={k: kept[k] / masks[k].size for k in masks},
@@ -349,3 +371,12 @@ class _Trial:
             val_accuracy=best["val_accuracy"], test_accuracy=best["test_accuracy"],
             final_test_accuracy=last["test_accuracy"],
             wall_time=time.perf_counter() - began)
+        return _Training(record, masks, surviving_weights(self.model))
+
+
+class _Training(NamedTuple):
+    """One training's record, masks and trained values of the masked weights."""
+
+    record: RoundRecord
+    masks: Masks
+    weights: dict

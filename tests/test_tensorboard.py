@@ -1,0 +1,104 @@
+"""TensorBoard event files, read back with TensorBoard's own reader."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import tf_lottery as tfl
+from helpers import compile_for_classification, small_mlp
+from tf_lottery.data import load_dataset
+from tf_lottery.models import lenet_300_100
+from tf_lottery.tensorboard import jaccard
+
+
+def _events(path):
+    accumulator = EventAccumulator(str(path), size_guidance={"tensors": 0, "images": 0,
+                                                             "histograms": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def _scalars(events, tag):
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    data = load_dataset("mnist", validation_size=200, train_size=600)
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5,
+                                     layer_rates={"output": 0.2})
+    run_dir = tmp_path_factory.mktemp("tb") / "run"
+    result = tfl.LotteryTicketSearch(
+        lambda seed: lenet_300_100((28, 28, 1), seed=seed), schedule, run_dir, eval_every=5,
+        verbose=0).run(data.train, data.validation, (data.test[0][:200], data.test[1][:200]))
+    return run_dir, result
+
+
+def test_round_level_scalars_equal_the_search_records(searched):
+    run_dir, result = searched
+    for variant in ("ticket", "random_reinit", "random_pruning"):
+        events = _events(run_dir / "logs" / "summary" / "trial_0" / variant)
+        records = {r.round: r for r in result.records if r.variant == variant}
+        for name in ("weights_remaining", "test_accuracy", "early_stop_iteration",
+                     "final_test_accuracy"):
+            logged = _scalars(events, f"imp/{name}")
+            assert logged == pytest.approx({k: getattr(r, name) for k, r in records.items()})
+        assert sorted(logged) == ([0, 1, 2] if variant == "ticket" else [1, 2])
+
+
+def test_sparsity_overlap_and_histograms_follow_the_masks(searched):
+    run_dir, _ = searched
+    events = _events(run_dir / "logs" / "summary" / "trial_0" / "ticket")
+    masks = [tfl.Masks.load(run_dir / "trial_0" / f"round_{r:02d}" / "ticket" / "masks.npz")
+             for r in range(3)]
+    for path in masks[0]:
+        assert _scalars(events, f"sparsity/{path}") == pytest.approx(
+            {r: m.sparsity()[path] for r, m in enumerate(masks)})
+        assert _scalars(events, f"mask_overlap_previous/{path}") == pytest.approx(
+            {r: jaccard(masks[r][path], masks[r - 1][path]) for r in (1, 2)})
+        assert _scalars(events, f"mask_overlap_final/{path}") == pytest.approx(
+            {r: jaccard(masks[r][path], masks[2][path]) for r in range(3)})
+        for event in events.Tensors(f"surviving_weights/{path}"):
+            buckets = tf.make_ndarray(event.tensor_proto)  # (left edge, right edge, count)
+            assert buckets[:, 2].sum() == masks[event.step][path].sum()
+    assert _scalars(events, "sparsity/hidden_1/kernel")[2] == pytest.approx(0.75)
+
+
+def test_config_hparams_plot_and_keras_curves(searched):
+    run_dir, _ = searched
+    ticket = run_dir / "logs" / "summary" / "trial_0" / "ticket"
+    events = _events(ticket)
+    tags = events.Tags()["tensors"]
+    assert "config" in tags and "_hparams_/session_start_info" in tags
+    config_text = tf.make_ndarray(events.Tensors("config")[0].tensor_proto)
+    assert b'"steps_per_round": 10' in config_text.item()
+    images = events.Tensors("imp/accuracy_vs_sparsity")
+    assert [e.step for e in images] == [0, 1, 2]
+    png = tf.make_ndarray(images[-1].tensor_proto)[2]  # (width, height, encoded image)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for variant, round_index in (("ticket", 0), ("ticket", 2), ("random_pruning", 1)):
+        curves = _events(run_dir / "logs" / "trial_0" / variant / f"round_{round_index:02d}"
+                         / "train")
+        assert {"epoch_loss", "epoch_accuracy"} <= set(curves.Tags()["tensors"])
+
+
+def test_one_call_callback_writes_the_same_round_summaries(mnist_slice, tmp_path):
+    (x, y), _ = mnist_slice
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.4)
+    pruned = compile_for_classification(tfl.prune_with_rewinding(
+        small_mlp(seed=21), schedule, checkpoint_dir=tmp_path / "c"))
+    pruned.fit(x, y, batch_size=60, epochs=3, verbose=0,
+               callbacks=[tfl.TensorBoardRounds(tmp_path / "logs")])
+    events = _events(tmp_path / "logs" / "summary")
+    assert _scalars(events, "imp/weights_remaining") == pytest.approx(
+        {r.round: r.weights_remaining for r in pruned.rounds})
+    assert _scalars(events, "imp/loss") == pytest.approx(
+        {r.round: r.metrics["loss"] for r in pruned.rounds})
+    for path in ("hidden/kernel", "output/kernel"):
+        assert _scalars(events, f"sparsity/{path}") == pytest.approx(
+            {r.round: r.layer_sparsity[path] for r in pruned.rounds})
+    assert sorted(_scalars(events, "mask_overlap_previous/hidden/kernel")) == [1, 2]
+    assert np.isclose(_scalars(events, "sparsity/hidden/kernel")[2], 1 - 0.6 ** 2, atol=1e-3)

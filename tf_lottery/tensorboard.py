@@ -1,0 +1,164 @@
+"""Round-level TensorBoard summaries: watch IMP rounds the way you watch training.
+
+In ``LOGDIR`` (a search writes ``RUN_DIR/logs``)::
+
+    trial_0/ticket/round_00/train     Keras' own curves of one training, one run per round
+    trial_0/random_reinit/round_01/train
+    summary/trial_0/ticket            round-level scalars, step = round: weights remaining,
+    summary/trial_0/random_reinit     test accuracy at early stop, early-stop iteration, ...;
+    summary/trial_0/random_pruning    per-layer sparsity, mask overlap, weight histograms,
+                                      the accuracy-versus-sparsity plot, config, HParams
+
+Example (the one-call path)::
+
+    pruned.fit(train, epochs=..., callbacks=[tfl.TensorBoardRounds("logs/imp")])
+    # tensorboard --logdir logs/imp
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from tf_lottery import _compat
+from tf_lottery.masks import Masks
+from tf_lottery.wrap import RoundCallback
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a ∪ b| of two boolean masks (1.0 for two empty masks)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+class RoundSummaryWriter:
+    """Writes one run's round-level summaries; the step of every summary is the round."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        self.logdir = Path(logdir)
+        self._writer = tf.summary.create_file_writer(str(self.logdir))
+
+    def write_round(self, round_index: int, scalars: dict, masks: Masks,
+                    previous: Optional[Masks] = None, weights: Optional[dict] = None) -> None:
+        """Scalars under ``imp/``, per-layer sparsity, overlap with the previous round's
+        masks, and histograms of the surviving ``weights`` (path -> array)."""
+        with self._writer.as_default(step=round_index):
+            for name, value in scalars.items():
+                tf.summary.scalar(f"imp/{name}", value)
+            for path, sparsity in masks.sparsity().items():
+                tf.summary.scalar(f"sparsity/{path}", sparsity)
+            if previous is not None:
+                for path in masks:
+                    tf.summary.scalar(f"mask_overlap_previous/{path}",
+                                      jaccard(masks[path], previous[path]))
+            for path, value in (weights or {}).items():
+                tf.summary.histogram(f"surviving_weights/{path}", value[masks[path]])
+        self._writer.flush()
+
+    def write_final_overlap(self, masks_by_round: list) -> None:
+        """Per round, the Jaccard overlap of its masks with the last round's."""
+        final = masks_by_round[-1]
+        with self._writer.as_default():
+            for round_index, masks in enumerate(masks_by_round):
+                for path in masks:
+                    tf.summary.scalar(f"mask_overlap_final/{path}",
+                                      jaccard(masks[path], final[path]), step=round_index)
+        self._writer.flush()
+
+    def write_setup(self, config: dict, hparams: dict) -> None:
+        """The config as text and the HParams the dashboard compares searches by."""
+        with self._writer.as_default(step=0):
+            tf.summary.text("config", "```\n" + json.dumps(config, indent=2, default=str) +
+                            "\n```")
+            hparams_api.hparams({key: _hparam_value(v) for key, v in hparams.items()})
+        self._writer.flush()
+
+    def write_image(self, name: str, png: bytes, round_index: int) -> None:
+        with self._writer.as_default(step=round_index):
+            tf.summary.image(name, tf.image.decode_png(png, channels=4)[tf.newaxis])
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _hparam_value(value):
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def surviving_weights(model) -> dict:
+    """Path -> current value of every weight a TF-MOT wrapper masks."""
+    return {path: p.weight.numpy() for path, p in _compat.pruned_weights(model).items()}
+
+
+class TensorBoardRounds(RoundCallback):
+    """Round-level summaries for ``LotteryModel.fit``: pass it in ``callbacks``.
+
+    At every round end it writes, with the round as the step: weights remaining, the
+    round's last Keras metrics, per-layer sparsity, mask overlap with the previous round
+    and histograms of the surviving weights. Keras' own curves stay with
+    ``tf_keras.callbacks.TensorBoard``.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike):
+        super().__init__()
+        self.writer = RoundSummaryWriter(Path(log_dir) / "summary")
+        self._previous = None
+
+    def on_round_end(self, round_index, logs):
+        masks = self.model.masks
+        self.writer.write_round(round_index, logs, masks, self._previous,
+                                surviving_weights(self.model))
+        self._previous = masks
+
+
+class SearchSummaries:
+    """The TensorBoard side of a LotteryTicketSearch, writing into ``RUN_DIR/logs``."""
+
+    _SCALARS = ("weights_remaining", "test_accuracy", "early_stop_iteration",
+                "final_test_accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, logdir: str | os.PathLike, config: dict, hparams: dict):
+        self.logdir = Path(logdir)
+        self.config, self.hparams = config, hparams
+        self._writers = {}
+
+    def keras_callback(self, trial: int, variant: str, round_index: int):
+        """Keras' TensorBoard callback for one training, in its own run."""
+        return _compat.keras.callbacks.TensorBoard(
+            self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}",
+            write_graph=False, profile_batch=0)
+
+    def _writer(self, trial: int, variant: str) -> RoundSummaryWriter:
+        key = (trial, variant)
+        if key not in self._writers:
+            path = self.logdir / "summary" / f"trial_{trial}" / variant
+            fresh = not path.exists()
+            self._writers[key] = RoundSummaryWriter(path)
+            if fresh:
+                self._writers[key].write_setup(
+                    self.config, dict(self.hparams, trial=trial, variant=variant))
+        return self._writers[key]
+
+    def round_committed(self, record, masks: Masks, previous: Optional[Masks],
+                        weights: dict) -> None:
+        """Everything one variant's training in one round reached."""
+        scalars = {name: getattr(record, name) for name in self._SCALARS}
+        self._writer(record.trial, record.variant).write_round(
+            record.round, scalars, masks, previous, weights)
+
+    def plot(self, trial: int, round_index: int, png: bytes) -> None:
+        self._writer(trial, "ticket").write_image("imp/accuracy_vs_sparsity", png, round_index)
+
+    def trial_finished(self, trial: int, ticket_masks_by_round: list) -> None:
+        self._writer(trial, "ticket").write_final_overlap(ticket_masks_by_round)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
