@@ -11,12 +11,12 @@ import sys
 
 from tf_lottery.config import ConfigError, RunConfig
 from tf_lottery.data import DataError
+from tf_lottery.integrity import DamagedFileError
 from tf_lottery.results import SearchResult
-from tf_lottery.rewind import RewindCheckpointError
 from tf_lottery.rundir import RunDirectoryError
 
 # Errors that are the user's to fix: printed as one line, without a traceback.
-_USER_ERRORS = (ConfigError, DataError, RunDirectoryError, RewindCheckpointError,
+_USER_ERRORS = (ConfigError, DataError, RunDirectoryError, DamagedFileError,
                 FileNotFoundError, FileExistsError, FloatingPointError, ValueError, TypeError)
 
 

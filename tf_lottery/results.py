@@ -64,6 +64,7 @@ class SearchResult:
         if not (run.path / "config.json").is_file():
             raise FileNotFoundError(f"{run.path} is not a tf_lottery run directory "
                                     "(it has no config.json)")
+        run.verify()
         records = []
         for trial in run.trials():
             for round_index in range(run.completed_rounds(trial)):

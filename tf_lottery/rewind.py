@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery import _compat
+from tf_lottery.integrity import DamagedFileError, verify, write_manifest
 
 
-class RewindCheckpointError(ValueError):
+class RewindCheckpointError(DamagedFileError):
     """A rewind checkpoint is missing, damaged, or belongs to a different model."""
 
 
@@ -68,6 +69,7 @@ class RewindPoint:
             checkpoint = tf.train.Checkpoint(
                 weights=variables, step=tf.Variable(self.step, dtype=tf.int64))
             checkpoint.write(str(staging / _CHECKPOINT_PREFIX))
+            write_manifest(staging)
             os.replace(staging, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -82,6 +84,10 @@ class RewindPoint:
             raise RewindCheckpointError(
                 f"no rewind checkpoint in {directory}: the initial weights this model rewinds "
                 "to are gone. Wrap the model again to start a new search.")
+        try:
+            verify(directory)
+        except DamagedFileError as error:
+            raise RewindCheckpointError(str(error)) from error
         expected = _compat.model_weights(model)
         variables = {path: tf.Variable(tf.zeros(var.shape, var.dtype))
                      for path, var in expected.items()}

@@ -8,12 +8,13 @@ Layout::
       lock                          held (flock) by the process running the search
       trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
       trial_0/round_00/             one committed round: metrics.json, per variant its
-                                    masks.npz (and the ticket's weights/), next_masks.npz
+                                    masks.npz (and the ticket's weights/), next_masks.npz,
+                                    SHA256SUMS (checked before anything is read back)
       results.csv results.json plot.png
 
 A round is written into a hidden staging folder and renamed into place when complete, so
-a crash leaves either the whole round or none of it. Resuming continues after the last
-committed round of each trial.
+a crash leaves either the whole round or none of it. Resuming checks every committed
+folder's checksums, then continues after the last committed round of each trial.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+
+from tf_lottery.integrity import verify, write_manifest
 
 
 class RunDirectoryError(RuntimeError):
@@ -143,6 +146,21 @@ class RunDirectory:
             count += 1
         return count
 
+    def remove_staging_leftovers(self) -> None:
+        """Delete half-written staging folders a killed run left (only under the lock)."""
+        for trial in self.trials():
+            for leftover in [*self.trial(trial).glob(".round_*"),
+                             *self.rewind_dir(trial).glob(".step_*")]:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def verify(self) -> None:
+        """Check every committed round and rewind checkpoint against its checksums."""
+        for trial in self.trials():
+            for round_index in range(self.completed_rounds(trial)):
+                verify(self.round(trial, round_index))
+            for rewind_point in sorted(self.rewind_dir(trial).glob("step_*")):
+                verify(rewind_point)
+
     def trials(self) -> list[int]:
         return sorted(int(p.name.split("_")[1]) for p in self.path.glob("trial_*") if p.is_dir())
 
@@ -156,6 +174,7 @@ class RunDirectory:
         stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
         try:
             yield stage
+            write_manifest(stage)
             os.replace(stage, final)
         finally:
             shutil.rmtree(stage, ignore_errors=True)

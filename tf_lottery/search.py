@@ -170,6 +170,8 @@ class LotteryTicketSearch:
         config = self._config(template, train, validation, test)
         with self.run_dir.locked():
             self.run_dir.adopt_config(config, template.to_json())
+            self.run_dir.remove_staging_leftovers()
+            self.run_dir.verify()
             self._started, self._trained = time.perf_counter(), 0
             self._summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                               {**config["schedule"], **config["settings"]})

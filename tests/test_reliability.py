@@ -1,0 +1,118 @@
+"""Runs survive SIGKILL and refuse damaged files; the same seed gives the same masks."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tf_lottery as tfl
+from tf_lottery.cli import main
+from tf_lottery.integrity import DamagedFileError
+from tf_lottery.rundir import RunDirectory
+
+CONFIG = """\
+run_dir: {run_dir}
+model: lenet_300_100
+dataset: mnist
+validation_size: 100
+train_size: 600
+test_size: 100
+rounds: 3
+steps_per_round: 20
+prune_rate: 0.5
+layer_rates: {{output: 0.2}}
+controls: [random_pruning]
+eval_every: 10
+seed: 7
+verbose: 0
+"""
+
+
+def _config(tmp_path, name):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(CONFIG.format(run_dir=tmp_path / name))
+    return path
+
+
+def _masks(run_dir, round_index):
+    return tfl.Masks.load(Path(run_dir) / "trial_0" / f"round_{round_index:02d}" / "ticket" /
+                          "masks.npz")
+
+
+def _command(config):
+    return [str(Path(sys.executable).parent / "tf-lottery"), "run", str(config)]
+
+
+def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(tmp_path):
+    assert main(["run", str(_config(tmp_path, "straight"))]) == 0
+    config = _config(tmp_path, "killed")
+    rng = random.Random(20261125)
+    kills = 0
+    committed = []
+    while True:
+        process = subprocess.Popen(_command(config), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 9.0))
+        if process.poll() is not None:
+            assert process.returncode == 0
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        run = RunDirectory(tmp_path / "killed")
+        run.verify()  # every committed round and checkpoint intact
+        committed.append(run.completed_rounds(0))
+        assert committed == sorted(committed)  # no committed round was lost
+        assert kills < 12, "the run never finished"
+    assert kills >= 2, kills
+    for round_index in range(4):
+        a, b = _masks(tmp_path / "straight", round_index), _masks(tmp_path / "killed",
+                                                                   round_index)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    leftovers = [p for p in (tmp_path / "killed").rglob(".*") if p.is_dir()]
+    assert leftovers == []  # the resumed runs removed what the killed ones left half-written
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("done")
+    assert main(["run", str(_config(tmp_path, "run"))]) == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize("relative", [
+    "trial_0/round_01/ticket/masks.npz",
+    "trial_0/round_02/metrics.json",
+    "trial_0/round_01/ticket/weights/weights.data-00000-of-00001",
+    "trial_0/rewind/step_0/weights.index",
+    "trial_0/round_00/next_masks.npz",
+])
+@pytest.mark.parametrize("damage", ["truncate", "alter"])
+def test_damaged_files_are_named_and_left_alone(finished, tmp_path, relative, damage, capsys):
+    import shutil
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished / "run", run_dir)
+    target = run_dir / relative
+    raw = target.read_bytes()
+    damaged = raw[:len(raw) // 2] if damage == "truncate" else \
+        raw[:-1] + bytes([raw[-1] ^ 0x01])
+    target.write_bytes(damaged)
+    with pytest.raises(DamagedFileError, match=str(target)):
+        tfl.SearchResult.load(run_dir)
+    config = _config(tmp_path, "copy")  # the same search, pointed at the damaged copy
+    assert main(["run", str(config)]) == 2
+    assert str(target) in capsys.readouterr().err
+    assert target.read_bytes() == damaged  # nothing was overwritten or "repaired"
+
+
+def test_the_same_seed_gives_the_same_masks_run_to_run(finished, tmp_path):
+    assert main(["run", str(_config(tmp_path, "again"))]) == 0
+    for round_index in range(4):
+        a, b = _masks(finished / "run", round_index), _masks(tmp_path / "again", round_index)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
