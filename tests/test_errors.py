@@ -91,9 +91,9 @@ def test_a_tfmot_schedule_is_refused():
     (dict(rewind_to="start"), ValueError, "rewind_to must be one of"),
     (dict(rewind_to=4), ValueError, "beyond the first round"),
     (dict(scope="model"), ValueError, "scope must be one of"),
-    (dict(strategy="smallest"), ValueError, "strategy must be one of"),
+    (dict(criterion="smallest"), ValueError, "criterion must be one of"),
     (dict(block_size=0), ValueError, "block_size must be a whole number"),
-    (dict(strategy="random", block_size=4), ValueError, "block_size > 1 needs"),
+    (dict(criterion="random", block_size=4), ValueError, "block_size > 1 needs"),
 ])
 def test_bad_settings_are_refused(kwargs, error, message, tmp_path):
     with pytest.raises(error, match=message):

@@ -101,8 +101,8 @@ def test_next_masks_dispatches_and_validates():
     masks = _full(w)
     sparsity = {key: 0.5 for key in w}
     assert M.next_masks(w, masks, sparsity).kept() == M.magnitude(w, masks, sparsity).kept()
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        M.next_masks(w, masks, sparsity, strategy="smallest")
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        M.next_masks(w, masks, sparsity, criterion="smallest")
     with pytest.raises(ValueError, match="scope must be one of"):
         M.next_masks(w, masks, sparsity, scope="model")
     with pytest.raises(KeyError, match="no target sparsity"):

@@ -1,6 +1,5 @@
 """Runs survive SIGKILL and refuse damaged files; the same seed gives the same masks."""
 
-import os
 import random
 import signal
 import subprocess
@@ -50,33 +49,40 @@ def _command(config):
 
 
 def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(tmp_path):
-    assert main(["run", str(_config(tmp_path, "straight"))]) == 0
+    began = time.monotonic()
+    subprocess.run(_command(_config(tmp_path, "straight")), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    duration = time.monotonic() - began
     config = _config(tmp_path, "killed")
     rng = random.Random(20261125)
-    kills = 0
-    committed = []
-    while True:
+    committed, kills = [], 0
+    for _ in range(3):  # SIGKILL at a random moment of the (remaining) run, three times
         process = subprocess.Popen(_command(config), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))
-        if process.poll() is not None:
-            assert process.returncode == 0
-            break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
+        try:
+            process.wait(timeout=rng.uniform(0.25, 0.75) * duration)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
         run = RunDirectory(tmp_path / "killed")
-        run.verify()  # every committed round and checkpoint intact
-        committed.append(run.completed_rounds(0))
-        assert committed == sorted(committed)  # no committed round was lost
-        assert kills < 12, "the run never finished"
-    assert kills >= 2, kills
+        if run.trials():
+            run.verify()  # every committed round and checkpoint is intact
+            committed.append(run.completed_rounds(0))
+        assert committed == sorted(committed)  # no committed round was ever lost
+    assert kills >= 1, "no kill landed before the run finished"
+    # what a kill while round artifacts are being written leaves behind: a staging folder
+    stage = tmp_path / "killed" / "trial_0" / f".round_{(committed or [0])[-1]:02d}.partial"
+    stage.mkdir(parents=True)
+    (stage / "metrics.json").write_text('{"records": [')
+    subprocess.run(_command(config), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=300)
     for round_index in range(4):
         a, b = _masks(tmp_path / "straight", round_index), _masks(tmp_path / "killed",
                                                                    round_index)
         assert all(np.array_equal(a[k], b[k]) for k in a)
     leftovers = [p for p in (tmp_path / "killed").rglob(".*") if p.is_dir()]
-    assert leftovers == []  # the resumed runs removed what the killed ones left half-written
+    assert leftovers == []  # the resumed run removed what the killed ones left half-written
 
 
 @pytest.fixture(scope="module")

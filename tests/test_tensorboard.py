@@ -1,6 +1,5 @@
 """TensorBoard event files, read back with TensorBoard's own reader."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

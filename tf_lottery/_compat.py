@@ -159,7 +159,12 @@ class PruneLowMagnitude(TFMOTPruneLowMagnitude):
     def _apply_masks(self):
         if tf.distribute.has_strategy():  # TF-MOT's op reduces across replicas
             return self.pruning_obj.weight_mask_op()
-        return tf.group([weight.assign(weight * mask) for weight, mask, _ in self.pruning_vars])
+        updates = []
+        for weight, mask, _ in self.pruning_vars:
+            # under mixed precision, mask in the float32 master variable, not in a float16 read
+            variable = getattr(weight, "_variable", weight)  # AutoCastVariable -> its variable
+            updates.append(variable.assign(variable * tf.cast(mask, variable.dtype)))
+        return tf.group(updates)
 
     @classmethod
     def from_config(cls, config):

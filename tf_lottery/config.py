@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+import tensorflow as tf
 import yaml
 
 from tf_lottery._compat import keras
@@ -50,7 +51,7 @@ class RunConfig:
     layer_rates: dict = dataclasses.field(default_factory=dict)
     rewind_to: Union[int, str, None] = 0
     scope: str = "layer"
-    strategy: str = "magnitude"
+    criterion: str = "magnitude"
     block_size: int = 1
     exclude: tuple = ()
     controls: tuple = CONTROLS
@@ -61,6 +62,7 @@ class RunConfig:
     batch_size: int = 60
     eval_every: int = 100
     verbose: int = 1
+    strategy: Optional[str] = None  # "mirrored" (the devices of this machine) or "multi_worker"
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "the config") -> "RunConfig":
@@ -122,6 +124,16 @@ class RunConfig:
         return LotteryTicketSearch(
             lambda seed: build(self.model, splits.input_shape, splits.classes, seed=seed),
             self.schedule(), self.run_dir, rewind_to=self.rewind_to, scope=self.scope,
-            strategy=self.strategy, block_size=self.block_size, exclude=self.exclude,
+            criterion=self.criterion, block_size=self.block_size, exclude=self.exclude,
             controls=self.controls, trials=self.trials, seed=self.seed, optimizer=optimizer,
-            batch_size=self.batch_size, eval_every=self.eval_every, verbose=self.verbose)
+            batch_size=self.batch_size, eval_every=self.eval_every, verbose=self.verbose,
+            strategy=self.distribution())
+
+    def distribution(self):
+        """The tf.distribute strategy the ``strategy`` key names (None: TensorFlow's default)."""
+        strategies = {None: lambda: None, "mirrored": tf.distribute.MirroredStrategy,
+                      "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
+        if self.strategy not in strategies:
+            raise ConfigError(f"strategy must be one of {list(strategies)}, got "
+                              f"{self.strategy!r}")
+        return strategies[self.strategy]()

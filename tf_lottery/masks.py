@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-STRATEGIES = ("magnitude", "random")
+CRITERIA = ("magnitude", "random")
 SCOPES = ("layer", "global")
 
 
@@ -185,13 +185,13 @@ def block_magnitude(weights, masks, sparsity, block_size: int, scope: str = "lay
                   for key in masks})
 
 
-def next_masks(weights, masks, sparsity, *, strategy: str = "magnitude", scope: str = "layer",
+def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope: str = "layer",
                block_size: int = 1, seed: int = 0) -> Masks:
-    """The masks of the next round, by the named strategy (what the round controller calls)."""
-    if strategy == "random":
+    """The masks of the next round, by the named criterion (what the round controller calls)."""
+    if criterion == "random":
         return random_pruning(masks, sparsity, seed=seed, scope=scope)
-    if strategy != "magnitude":
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if criterion != "magnitude":
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if block_size > 1:
         return block_magnitude(weights, masks, sparsity, block_size, scope=scope)
     return magnitude(weights, masks, sparsity, scope=scope)

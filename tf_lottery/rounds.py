@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tf_lottery import _compat
-from tf_lottery.masks import SCOPES, STRATEGIES, Masks, next_masks
+from tf_lottery.masks import CRITERIA, SCOPES, Masks, next_masks
 from tf_lottery.rewind import RewindPoint, masked
 
 REWIND_MODES = ("init", "an iteration k >= 0", "lr", None)
@@ -31,7 +31,7 @@ class ImpSettings:
 
     rewind_to: Union[int, str, None] = 0
     scope: str = "layer"
-    strategy: str = "magnitude"
+    criterion: str = "magnitude"
     block_size: int = 1
     exclude: tuple = ()
     seed: int = 0
@@ -48,13 +48,13 @@ class ImpSettings:
         object.__setattr__(self, "rewind_to", rewind_to)
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) \
                 or self.block_size < 1:
             raise ValueError(f"block_size must be a whole number >= 1, got {self.block_size!r}")
-        if self.block_size > 1 and self.strategy != "magnitude":
-            raise ValueError("block_size > 1 needs strategy='magnitude'")
+        if self.block_size > 1 and self.criterion != "magnitude":
+            raise ValueError("block_size > 1 needs criterion='magnitude'")
         if isinstance(self.exclude, str):
             raise TypeError(f"exclude must be a list of layer names, got the string "
                             f"{self.exclude!r}; write exclude=[{self.exclude!r}]")
@@ -97,7 +97,7 @@ def trained_masks(model, schedule, settings: ImpSettings, next_round: int,
             f"{', '.join(broken)} (the loss diverged); the masks were left as they were. "
             "Lower the learning rate or clip gradients, then train again.")
     sparsity = {path: schedule.sparsity(p.layer_name, next_round) for path, p in pruned.items()}
-    return next_masks(weights, masks, sparsity, strategy=settings.strategy,
+    return next_masks(weights, masks, sparsity, criterion=settings.criterion,
                       scope=settings.scope, block_size=settings.block_size,
                       seed=settings.seed + next_round)
 

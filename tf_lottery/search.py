@@ -112,12 +112,14 @@ class LotteryTicketSearch:
         tf_keras model (trial 0 starts from its weights, later trials from fresh draws).
       schedule: the RewindingSchedule: rounds, iterations per round, prune rates.
       run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
-      rewind_to, scope, strategy, block_size, exclude: as in ``prune_with_rewinding``.
+      rewind_to, scope, criterion, block_size, exclude: as in ``prune_with_rewinding``.
       controls: any of "random_reinit", "random_pruning" (trained in rounds >= 1).
       trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
       optimizer: a tf_keras optimizer to copy for every trial (default Adam 1.2e-3).
       batch_size, eval_every: the paper uses 60 and 100.
       verbose: Keras progress bars (1), one line per epoch (2) or none (0).
+      strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
+        ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.
 
     Example::
 
@@ -129,11 +131,11 @@ class LotteryTicketSearch:
 
     def __init__(self, model: Union[Callable[[int], object], object],
                  schedule: RewindingSchedule, run_dir: str | os.PathLike, *, rewind_to=0,
-                 scope="layer", strategy="magnitude", block_size=1, exclude=(),
+                 scope="layer", criterion="magnitude", block_size=1, exclude=(),
                  controls: Sequence[str] = CONTROLS, trials: int = 1, seed: int = 0,
                  optimizer=None, batch_size: int = 60, eval_every: int = 100,
-                 verbose: int = 1):
-        self.settings = ImpSettings(rewind_to=rewind_to, scope=scope, strategy=strategy,
+                 verbose: int = 1, strategy=None):
+        self.settings = ImpSettings(rewind_to=rewind_to, scope=scope, criterion=criterion,
                                     block_size=block_size, exclude=exclude, seed=seed)
         unknown = [c for c in controls if c not in CONTROLS]
         if unknown:
@@ -151,6 +153,7 @@ class LotteryTicketSearch:
         self.trials, self.seed = trials, seed
         self.optimizer = optimizer or keras.optimizers.Adam(1.2e-3)
         self.batch_size, self.eval_every, self.verbose = batch_size, eval_every, verbose
+        self.strategy = strategy or tf.distribute.get_strategy()
         self._build = model if callable(model) and not isinstance(model, keras.Model) else None
         self._model = None if self._build else model
 
@@ -166,7 +169,8 @@ class LotteryTicketSearch:
         if len(train[0]) < self.batch_size:
             raise ValueError(f"{len(train[0])} training examples are fewer than one batch "
                              f"of {self.batch_size}")
-        template = self._model_for_trial(0)
+        with self.strategy.scope():
+            template = self._model_for_trial(0)
         config = self._config(template, train, validation, test)
         with self.run_dir.locked():
             self.run_dir.adopt_config(config, template.to_json())
@@ -208,6 +212,7 @@ class LotteryTicketSearch:
             "optimizer": {"class_name": type(self.optimizer).__name__,
                           "config": keras.optimizers.serialize(self.optimizer)["config"]},
             "batch_size": self.batch_size, "eval_every": self.eval_every,
+            "replicas": self.strategy.num_replicas_in_sync,
             "data": {"train": _fingerprint(train), "validation": _fingerprint(validation),
                      "test": _fingerprint(test)},
         }
@@ -216,8 +221,9 @@ class LotteryTicketSearch:
         done = self.run_dir.completed_rounds(trial)
         if done > self.schedule.rounds:
             return
-        run = _Trial(self, trial, template or self._model_for_trial(trial), train,
-                     {"val": validation, "test": test})
+        with self.strategy.scope():
+            run = _Trial(self, trial, template or self._model_for_trial(trial), train,
+                         {"val": validation, "test": test})
         masks, start = run.resume_state(done)
         for round_index in range(done, self.schedule.rounds + 1):
             with self.run_dir.staging(trial, round_index) as stage:

@@ -26,7 +26,7 @@ from tf_lottery.schedule import RewindingSchedule
 
 
 def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, scope="layer",
-                         strategy="magnitude", block_size=1, exclude=(), seed=0,
+                         criterion="magnitude", block_size=1, exclude=(), seed=0,
                          checkpoint_dir: Optional[str] = None) -> "LotteryModel":
     """Wrap ``model`` for iterative magnitude pruning with rewinding; fit it to run the rounds.
 
@@ -40,11 +40,12 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, sco
       rewind_to: 0 or "init" (θ0), an iteration k < steps_per_round (late rewinding),
         "lr" (learning-rate rewinding) or None (fine-tuning, no rewind).
       scope: "layer" (each layer meets its own rate) or "global" (one magnitude threshold).
-      strategy: "magnitude", or "random" (random pruning, a control).
+      criterion: how survivors are chosen: "magnitude", or "random" (random pruning,
+        a control).
       block_size: prune blocks of this many weights along a kernel's input dimension
         (4 for float TFLite, 16 for int8) instead of single weights.
       exclude: names of layers to leave dense.
-      seed: seeds the random strategy.
+      seed: seeds the random criterion.
       checkpoint_dir: where the rewind checkpoints go; must not hold one already.
 
     Example::
@@ -55,7 +56,7 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, sco
         pruned.fit(train, epochs=schedule.total_steps // steps_per_epoch)
         ticket = tfl.strip_pruning(pruned)
     """
-    settings = ImpSettings(rewind_to=rewind_to, scope=scope, strategy=strategy,
+    settings = ImpSettings(rewind_to=rewind_to, scope=scope, criterion=criterion,
                            block_size=block_size, exclude=exclude, seed=seed)
     wrapped = wrap_for_pruning(model, schedule, settings)
     lottery = LotteryModel(inputs=wrapped.inputs, outputs=wrapped.outputs, name=model.name)

@@ -1,0 +1,143 @@
+"""A catalog of bad inputs across the API and the CLI: each gets its message, none writes
+or destroys anything."""
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+import tf_lottery as tfl
+from helpers import small_mlp
+from tf_lottery.cli import main
+from tf_lottery.config import RunConfig
+
+SCHEDULE = tfl.RewindingSchedule(rounds=1, steps_per_round=4)
+TINY = ("run_dir: {run}\nrounds: 1\nsteps_per_round: 4\ntrain_size: 120\ntest_size: 50\n"
+        "validation_size: 50\neval_every: 2\nverbose: 0\n")
+DATA = (np.zeros((120, 784), np.float32), np.zeros(120, np.int64))
+CLI = "tf-lottery exits with 2"  # the expected "error" of CLI entries
+
+
+def _search(run, **kwargs):
+    return tfl.LotteryTicketSearch(small_mlp, SCHEDULE, run, **kwargs)
+
+
+def _config(ws, extra=""):
+    """A config file beside (not inside) the workspace, its run_dir inside it."""
+    path = ws.parent / "config.yaml"
+    path.write_text(TINY.format(run=ws / "run") + extra)
+    return path
+
+
+def _cli(ws, *overrides):
+    return main(["run", str(_config(ws)), *overrides])
+
+
+def _keras3_model():
+    import keras as keras3
+    return keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+
+
+CATALOG = {
+    # --- the API: values, types, models, layers ---------------------------------------
+    "rounds 0": (lambda ws: tfl.RewindingSchedule(rounds=0, steps_per_round=5),
+                 ValueError, "rounds must be a whole number >= 1"),
+    "steps per round 0": (lambda ws: tfl.RewindingSchedule(rounds=1, steps_per_round=0),
+                          ValueError, "steps_per_round must be a whole number >= 1"),
+    "prune rate 1.0": (lambda ws: tfl.RewindingSchedule(rounds=1, steps_per_round=5,
+                                                        prune_rate=1.0),
+                       ValueError, "prune_rate must be a fraction strictly between 0 and 1"),
+    "prune rate as text": (lambda ws: tfl.RewindingSchedule(rounds=1, steps_per_round=5,
+                                                            prune_rate="0.2"),
+                           ValueError, "prune_rate must be a fraction"),
+    "layer rate 0": (lambda ws: tfl.RewindingSchedule(rounds=1, steps_per_round=5,
+                                                      layer_rates={"output": 0}),
+                     ValueError, r"layer_rates\['output'\] must be a fraction"),
+    "keras 3 model": (lambda ws: tfl.prune_with_rewinding(_keras3_model(), SCHEDULE,
+                                                          checkpoint_dir=ws / "c"),
+                      TypeError, "Keras 3 model.*TF_USE_LEGACY_KERAS=1"),
+    "not a model": (lambda ws: tfl.prune_with_rewinding("model.h5", SCHEDULE),
+                    TypeError, "expected a tf_keras Model"),
+    "tf-mot schedule": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), tfmot.sparsity.keras.ConstantSparsity(0.5, 0), checkpoint_dir=ws / "c"),
+        TypeError, "must be a tf_lottery.RewindingSchedule"),
+    "no prunable layer": (lambda ws: tfl.prune_with_rewinding(
+        keras.Sequential([keras.Input((3, 3)), keras.layers.Flatten()]), SCHEDULE,
+        checkpoint_dir=ws / "c"), ValueError, "no prunable layer"),
+    "excluded layer missing": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, exclude=["hiden"], checkpoint_dir=ws / "c"),
+        ValueError, "exclude names layer 'hiden'.*Did you mean 'hidden'"),
+    "rewind beyond round 0": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, rewind_to=10, checkpoint_dir=ws / "c"),
+        ValueError, "beyond the first round"),
+    "unknown scope": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, scope="network", checkpoint_dir=ws / "c"),
+        ValueError, "scope must be one of"),
+    "block size with random": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, criterion="random", block_size=4, checkpoint_dir=ws / "c"),
+        ValueError, "block_size > 1 needs criterion='magnitude'"),
+    "unknown control": (lambda ws: _search(ws / "run", controls=("shuffled",)),
+                        ValueError, "unknown control 'shuffled'"),
+    "fewer examples than a batch": (lambda ws: _search(ws / "run", batch_size=500).run(
+        DATA, DATA, DATA), ValueError, "fewer than one batch of 500"),
+    "masks file that is not one": (lambda ws: tfl.Masks.load(ws / "missing.npz"),
+                                   FileNotFoundError, "missing.npz"),
+    "rewind point that is not there": (lambda ws: tfl.RewindPoint.load(ws / "nothing",
+                                                                       small_mlp()),
+                                       tfl.RewindCheckpointError, "no rewind checkpoint"),
+    "report of a non-run": (lambda ws: tfl.SearchResult.load(ws),
+                            FileNotFoundError, "not a tf_lottery run directory"),
+    # --- the CLI: configs and data ----------------------------------------------------
+    "config key typo": (lambda ws: RunConfig.load(_config(ws, "prune_rat: 0.3\n")),
+                        ValueError, "unknown config key 'prune_rat'.*'prune_rate'"),
+    "override typo": (lambda ws: RunConfig.load(_config(ws), ["seeds=3"]),
+                      ValueError, "unknown config key 'seeds'.*'seed'"),
+    "config file missing": (lambda ws: RunConfig.load(ws / "none.yaml"),
+                            ValueError, "none.yaml does not exist"),
+    "unknown model": (lambda ws: _cli(ws, "model=lenet5"), CLI,
+                        "unknown model 'lenet5'"),
+    "unknown dataset": (lambda ws: _cli(ws, "dataset=svhn"), CLI,
+                        "unknown dataset 'svhn'"),
+    "unknown strategy": (lambda ws: _cli(ws, "strategy=tpu"), CLI,
+                        "strategy must be one of"),
+    "unknown optimizer": (lambda ws: _cli(ws, "optimizer=adamz"), CLI,
+                        "optimizer 'adamz' is not a tf_keras optimizer"),
+    "data dir without files": (lambda ws: _cli(ws, "dataset=fashion_mnist",
+                                               f"data_dir={ws / 'empty'}"),
+                               CLI, "empty/train-images-idx3-ubyte.gz does not exist"),
+    "validation larger than train": (lambda ws: _cli(ws, "validation_size=70000"),
+                                     CLI, r"validation_size must be in \[0"),
+    "negative trials": (lambda ws: _cli(ws, "trials=-1"), CLI,
+                        "trials must be a whole number"),
+}
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_the_catalog_has_at_least_twenty_entries():
+    assert len(CATALOG) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_bad_input(name, tmp_path, capsys):
+    trigger, error, message = CATALOG[name]
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "empty").mkdir()
+    (workspace / "keep.txt").write_text("earlier results")
+    before = _tree(workspace)
+    if error == CLI:
+        assert trigger(workspace) == 2
+        assert re.search(message, capsys.readouterr().err, re.S)
+    else:
+        with pytest.raises(error, match=message):
+            trigger(workspace)
+    assert _tree(workspace) == before  # nothing written, nothing destroyed
+    assert not (workspace / "run").exists() and not (workspace / "c").exists()
