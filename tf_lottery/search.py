@@ -38,7 +38,7 @@ def _fingerprint(arrays) -> dict:
     x, y = arrays
     digest = hashlib.sha256()
     for array in (x, y):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
     return {"examples": int(len(x)), "shape": list(np.shape(x)[1:]), "sha256": digest.hexdigest()}
 
 
@@ -275,7 +275,9 @@ class _Trial:
     """One trial's model, optimizer reset, evaluator and rewind checkpoints."""
 
     def __init__(self, search: LotteryTicketSearch, trial: int, original, train, eval_sets):
-        self.search, self.trial, self.original, self.train_data = search, trial, original, train
+        self.search, self.trial, self.original = search, trial, original
+        # one tensor copy of the training set per trial, not one per training
+        self.train_data = tuple(tf.convert_to_tensor(array) for array in train)
         self.model = wrap_for_pruning(original, search.schedule, search.settings)
         optimizer = search.optimizer
         self.model.compile(optimizer=type(optimizer).from_config(optimizer.get_config()),
