@@ -1,5 +1,6 @@
 """The tf-lottery command end to end, and the config errors it reports."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,17 @@ def test_run_and_report_end_to_end_through_the_console_script(tmp_path):
     assert report.stdout.splitlines()[0].split()[:3] == ["round", "variant", "weights"]
     assert len(report.stdout.splitlines()) == 1 + 3 + 1  # header, 3 records, paths
     assert (tmp_path / "run" / "plot.png").stat().st_size > 10_000
+    exported = subprocess.run([str(script), "export", str(tmp_path / "run"), "--round", "1",
+                               "--output", str(tmp_path / "ticket.tflite")],
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    assert "exporting trial 0, round 1" in exported.stdout
+    assert (tmp_path / "ticket.tflite").stat().st_size > 0
+    report = json.loads((tmp_path / "ticket.tflite.report.json").read_text())
+    assert report["samples"] == 100 and report["exported_accuracy"] is not None  # test split
+    again = subprocess.run([str(script), "export", str(tmp_path / "run"), "--round", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "round 2 is not completed" in again.stderr
 
 
 def test_unknown_keys_are_named_with_the_nearest_one(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """tf_lottery: lottery-ticket iterative magnitude pruning for tf_keras models on TF-MOT."""
 
+from tf_lottery.export import ExportError, ExportReport, export_saved_model, export_tflite
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindCheckpointError, RewindPoint
 from tf_lottery.rounds import ImpSettings
@@ -19,9 +20,9 @@ from tf_lottery.wrap import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImpSettings", "LotteryModel", "LotteryTicketSearch",
+    "ExportError", "ExportReport", "ImpSettings", "LotteryModel", "LotteryTicketSearch",
     "Masks", "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
     "RoundRecord", "RoundSummary", "SearchResult", "TensorBoardRounds", "custom_object_scope",
-    "load_model", "prune_with_rewinding",
+    "export_saved_model", "export_tflite", "load_model", "prune_with_rewinding",
     "strip_pruning",
 ]

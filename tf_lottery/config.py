@@ -64,6 +64,8 @@ class RunConfig:
     verbose: int = 1
     strategy: Optional[str] = None  # "mirrored" (the devices of this machine) or "multi_worker"
 
+    RECORD = "run_config.yaml"  # the config a run directory was started with, for export
+
     @classmethod
     def from_dict(cls, values: dict, source: str = "the config") -> "RunConfig":
         names = [field.name for field in dataclasses.fields(cls)]
@@ -99,6 +101,11 @@ class RunConfig:
                 raise ConfigError(f"override {override!r} is not of the form key=value")
             values[key.strip()] = yaml.safe_load(text)
         return cls.from_dict(values, source=str(path))
+
+    def to_yaml(self) -> str:
+        values = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in dataclasses.asdict(self).items()}
+        return yaml.safe_dump(values, sort_keys=False)
 
     def schedule(self) -> RewindingSchedule:
         return RewindingSchedule(rounds=self.rounds, steps_per_round=self.steps_per_round,

@@ -28,7 +28,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tf_lottery._compat import keras
 from tf_lottery.integrity import verify, write_manifest
+from tf_lottery.masks import Masks
+from tf_lottery.rewind import RewindPoint
 
 
 class RunDirectoryError(RuntimeError):
@@ -160,6 +163,23 @@ class RunDirectory:
                 verify(self.round(trial, round_index))
             for rewind_point in sorted(self.rewind_dir(trial).glob("step_*")):
                 verify(rewind_point)
+
+    def ticket(self, trial: int = 0, round_index: int | None = None):
+        """The plain tf_keras model of a committed round's ticket: its architecture from
+        model.json, its trained weights, pruned weights exactly 0. Returns (model, round)."""
+        done = self.completed_rounds(trial)
+        if done == 0:
+            raise RunDirectoryError(f"{self.trial(trial)} has no completed round to export")
+        round_index = done - 1 if round_index is None else round_index
+        if not 0 <= round_index < done:
+            raise RunDirectoryError(f"round {round_index} is not completed in "
+                                    f"{self.trial(trial)}; completed: 0 to {done - 1}")
+        folder = self.round(trial, round_index)
+        verify(folder)
+        model = keras.models.model_from_json((self.path / "model.json").read_text())
+        RewindPoint.load(folder / "ticket" / "weights", model).restore(
+            model, Masks.load(folder / "ticket" / "masks.npz"))
+        return model, round_index
 
     def trials(self) -> list[int]:
         return sorted(int(p.name.split("_")[1]) for p in self.path.glob("trial_*") if p.is_dir())

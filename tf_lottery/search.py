@@ -26,7 +26,7 @@ from tf_lottery.masks import Masks, random_pruning
 from tf_lottery.results import VARIANTS, RoundRecord, SearchResult
 from tf_lottery.rewind import OptimizerReset, RewindPoint
 from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
-from tf_lottery.rundir import RunDirectory, write_json
+from tf_lottery.rundir import RunDirectory, write_atomic, write_json
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.tensorboard import SearchSummaries, surviving_weights
 from tf_lottery.wrap import wrap_for_pruning
@@ -159,11 +159,12 @@ class LotteryTicketSearch:
 
     # --- public ----------------------------------------------------------------------
 
-    def run(self, train, validation, test, callbacks=()) -> SearchResult:
+    def run(self, train, validation, test, callbacks=(), keep=None) -> SearchResult:
         """Run (or resume) every trial and round; write and return the results.
 
         ``train``, ``validation`` and ``test`` are ``(images, integer labels)`` pairs;
-        ``callbacks`` are Keras callbacks added to every training's ``fit``.
+        ``callbacks`` are Keras callbacks added to every training's ``fit``; ``keep`` maps
+        file names to texts to keep in the run directory (written once, never replaced).
         """
         self._callbacks = list(callbacks)
         if len(train[0]) < self.batch_size:
@@ -174,6 +175,9 @@ class LotteryTicketSearch:
         config = self._config(template, train, validation, test)
         with self.run_dir.locked():
             self.run_dir.adopt_config(config, template.to_json())
+            for name, text in (keep or {}).items():
+                if not (self.run_dir.path / name).exists():
+                    write_atomic(self.run_dir.path / name, text)
             self.run_dir.remove_staging_leftovers()
             self.run_dir.verify()
             self._started, self._trained = time.perf_counter(), 0

@@ -1,0 +1,252 @@
+"""Exports: stripped SavedModels and sparse TFLite files run in LiteRT, never left broken."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from ai_edge_litert.interpreter import Interpreter
+
+import tf_lottery as tfl
+from tf_lottery import export
+from helpers import compile_for_classification, small_mlp
+
+
+@pytest.fixture(scope="module")
+def tickets(mnist_slice, tmp_path_factory):
+    """Block size -> a LotteryModel after two IMP rounds (16.8% of weights kept), by fit."""
+    (x, y), _ = mnist_slice
+    made = {}
+    for block in (1, 4, 16):
+        schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.6,
+                                         layer_rates={"output": 0.1})
+        pruned = compile_for_classification(tfl.prune_with_rewinding(
+            small_mlp(seed=block), schedule, block_size=block,
+            checkpoint_dir=tmp_path_factory.mktemp(f"rewind_{block}")), learning_rate=5e-3)
+        pruned.fit(x, y, batch_size=60, epochs=6, verbose=0)
+        assert [r.round for r in pruned.rounds] == [0, 1, 2]
+        made[block] = pruned
+    return made
+
+
+def _files(directory):
+    """Every path below ``directory``, hidden temporary ones included."""
+    return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*"))
+
+
+def _check_sizes_and_sparsity(report, path, pruned):
+    assert report.path == str(path)
+    assert 0 < report.gzip_bytes < report.size_bytes
+    masks = pruned.masks
+    assert report.weights_kept == pytest.approx(masks.fraction_kept(), abs=1e-12)
+    assert report.layer_sparsity == pytest.approx(masks.sparsity(), abs=1e-12)
+    saved = json.loads(export.report_path(path).read_text())
+    assert saved == json.loads(report.to_json())
+    assert saved["weights_kept"] == report.weights_kept and saved["path"] == str(path)
+
+
+def test_saved_model_round_trip_gives_the_same_predictions_and_the_masks_zeros(
+        tickets, mnist_slice, tmp_path):
+    pruned = tickets[4]
+    _, (x_test, y_test) = mnist_slice
+    path = tmp_path / "ticket"
+    report = tfl.export_saved_model(pruned, path, test_data=(x_test, y_test), verbose=False)
+
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+    (name,) = serve.structured_input_signature[1]
+    (served,) = serve(**{name: tf.constant(x_test)}).values()
+    np.testing.assert_array_equal(served.numpy(), pruned.predict(x_test, verbose=0))
+    stored = {v.name.split(":")[0]: v.numpy() for v in loaded.variables}
+    assert not any("mask" in key or "threshold" in key for key in stored)  # wrappers stripped
+    for weight_path, mask in pruned.masks.items():
+        np.testing.assert_array_equal(stored[weight_path] != 0, mask)  # bit for bit
+    assert set(pruned.masks) == {"hidden/kernel", "output/kernel"}
+
+    assert report.format == "SavedModel" and report.kernel_block == 4
+    assert report.agreement == 1.0 and report.max_abs_diff == 0
+    expected_accuracy = float(np.mean(pruned.predict(x_test, verbose=0).argmax(1) == y_test))
+    assert report.keras_accuracy == report.exported_accuracy == expected_accuracy
+    assert report.latency_ms is None and report.speedup is None
+    assert report.size_bytes == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    _check_sizes_and_sparsity(report, path, pruned)
+    outside = [f for f in _files(tmp_path) if not f.startswith("ticket/")]
+    assert outside == ["ticket", "ticket.report.json"]  # no staging directory left behind
+
+
+def _run_batched(path, x):
+    """Run a TFLite file on all of ``x`` at once: an independent check of the export's loop."""
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(inp["index"], [len(x), x.shape[1]])
+    interpreter.allocate_tensors()
+    in_scale, in_zero = inp["quantization"]
+    if inp["dtype"] == np.int8:
+        x = np.clip(np.round(x / in_scale + in_zero), -128, 127).astype(np.int8)
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"])
+    out_scale, out_zero = out["quantization"]
+    return (y.astype(np.float32) - out_zero) * out_scale if out["dtype"] == np.int8 else y
+
+
+@pytest.mark.parametrize("block, quantize, sparse, encoding, dtype", [
+    (4, None, True, "sparse float32", np.float32),
+    (1, None, True, "sparse float32", np.float32),
+    (16, "int8", True, "sparse int8", np.int8),
+    (1, "int8", False, "dense int8", np.int8),
+    (1, "dynamic", False, "dense dynamic-range int8", np.float32),
+], ids=["1x4-sparse-float", "unstructured-sparse-float", "1x16-sparse-int8",
+        "unstructured-dense-int8", "unstructured-dense-dynamic"])
+def test_each_tflite_encoding_converts_loads_runs_and_agrees(tickets, mnist_slice, tmp_path,
+                                                               block, quantize, sparse,
+                                                               encoding, dtype):
+    pruned = tickets[block]
+    (x_train, _), (x_test, y_test) = mnist_slice
+    path = tmp_path / "ticket.tflite"
+    report = tfl.export_tflite(pruned, path, quantize=quantize, sparse=sparse,
+                               representative_data=x_train if quantize == "int8" else None,
+                               test_data=(x_test, y_test), latency_runs=20, verbose=False)
+    assert _files(tmp_path) == ["ticket.tflite", "ticket.tflite.report.json"]
+    keras_out = pruned.predict(x_test, verbose=0)
+    tflite_out = _run_batched(path, x_test)
+    assert Interpreter(model_path=str(path)).get_input_details()[0]["dtype"] == dtype
+    agreement = np.mean(tflite_out.argmax(1) == keras_out.argmax(1))
+    if quantize is None:
+        np.testing.assert_allclose(tflite_out, keras_out, atol=1e-4)
+        assert report.agreement == 1.0 and report.max_abs_diff < 1e-4
+    else:
+        assert agreement >= 0.98 and report.agreement >= 0.98
+        assert 0 < report.max_abs_diff < 0.5 * np.abs(keras_out).max()  # quantized, not exact
+    assert abs(report.exported_accuracy - np.mean(tflite_out.argmax(1) == y_test)) <= 0.01
+    assert report.keras_accuracy == pytest.approx(np.mean(keras_out.argmax(1) == y_test))
+    assert report.keras_accuracy > 0.5  # a trained ticket: agreement is not about constants
+
+    content = path.read_bytes()
+    assert report.size_bytes == len(content)
+    assert report.gzip_bytes == len(gzip.compress(content, compresslevel=9))
+    assert report.kernel_block == block and report.samples == len(x_test)
+    assert report.encoding == encoding and report.format == "TFLite"
+    assert report.dense_size_bytes > report.size_bytes
+    if sparse:  # 16.8% of the weights kept: the sparse format is several times smaller
+        assert report.size_reduction > 2.5
+    assert report.latency_ms > 0 and report.dense_latency_ms > 0
+    assert report.speedup == pytest.approx(report.dense_latency_ms / report.latency_ms)
+    _check_sizes_and_sparsity(report, path, pruned)
+
+
+@pytest.mark.parametrize("block, quantize, message", [
+    (1, "int8", "fails to load.*Unstructured sparse int8 cannot run under XNNPACK.*"
+                "block_size=16.*sparse=False"),
+    (1, "dynamic", "fails to load.*Sparse dynamic-range int8 does not run correctly"),
+    (16, "dynamic", "(returns NaN or inf|picks the Keras model's class on only).*"
+                    "Sparse dynamic-range int8 does not run correctly"),  # it runs, wrongly
+], ids=["unstructured-int8", "unstructured-dynamic", "1x16-dynamic"])
+def test_an_encoding_litert_cannot_run_is_refused_and_leaves_no_file(tickets, mnist_slice,
+                                                                      tmp_path, block,
+                                                                      quantize, message):
+    (x_train, _), (x_test, y_test) = mnist_slice
+    path = tmp_path / "out" / "ticket.tflite"
+    with pytest.raises(tfl.ExportError, match=message) as caught:
+        tfl.export_tflite(tickets[block], path, quantize=quantize,
+                          representative_data=x_train if quantize == "int8" else None,
+                          test_data=(x_test, y_test), verbose=False)
+    assert f"Nothing was written to {path}" in str(caught.value)
+    assert _files(tmp_path) == ["out"]  # no file, no report, no temporary copy
+
+
+def test_block_encoding_that_would_drop_a_partial_block_is_refused(tmp_path):
+    model = small_mlp(seed=30, input_dim=200)  # 200 inputs: 12 whole blocks of 16, then 8
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kept = np.repeat(np.random.default_rng(0).random((13, 32)) < 0.3, 16, axis=0)[:200]
+    kept[192:] = False
+    kept[192:, 0] = True  # only output unit 0 keeps its partial last block
+    model.get_layer("hidden").set_weights([kernel * kept, bias])
+    x = np.random.default_rng(1).random((50, 200)).astype("float32")
+    with pytest.raises(tfl.ExportError, match=r"would lose weights.*whole 1x16 blocks.*"
+                                              r"hidden/kernel \(200 inputs, 8 weights kept in "
+                                              r"the last 8\).*sparse=False"):
+        tfl.export_tflite(model, tmp_path / "int8.tflite", quantize="int8",
+                          representative_data=x, verbose=False)
+    assert _files(tmp_path) == []
+    report = tfl.export_tflite(model, tmp_path / "float.tflite", test_data=x, latency_runs=5,
+                               verbose=False)  # 200 is a multiple of 4: 1x4 blocks lose nothing
+    assert report.kernel_block == 16 and report.agreement == 1.0
+
+
+def test_int8_that_disagrees_with_keras_is_refused(tickets, mnist_slice, tmp_path):
+    (x_train, _), (x_test, y_test) = mnist_slice
+    with pytest.raises(tfl.ExportError, match="picks the Keras model's class on only.*"
+                                              "Calibrate with representative_data"):
+        tfl.export_tflite(tickets[16], tmp_path / "t.tflite", quantize="int8",
+                          representative_data=x_train * 255,  # raw pixels: wrong scale
+                          test_data=(x_test, y_test), verbose=False)
+    assert _files(tmp_path) == []
+
+
+def test_plain_and_tfmot_wrapped_models_export_and_default_to_saved_models(
+        mnist_slice, tmp_path, monkeypatch, capsys):
+    assert export.SAVED_MODELS_DIR == Path(tfl.__file__).resolve().parent.parent / "saved_models"
+    monkeypatch.setattr(export, "SAVED_MODELS_DIR", tmp_path)
+    (x, y), (x_test, _) = mnist_slice
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.75, 0, frequency=1)
+    wrapped = compile_for_classification(tfmot.sparsity.keras.prune_low_magnitude(
+        small_mlp(seed=20), pruning_schedule=schedule))
+    wrapped.fit(x, y, batch_size=60, epochs=1, verbose=0,
+                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    wrapped_report = tfl.export_tflite(wrapped, test_data=x_test, latency_runs=5)
+    assert wrapped_report.path == str(tmp_path / f"{wrapped.name}_sparse_float32.tflite")
+    assert wrapped_report.weights_kept == pytest.approx(0.25, abs=0.01)
+    assert wrapped_report.keras_accuracy is None and wrapped_report.agreement == 1.0
+    assert "vs the dense float32 TFLite" in capsys.readouterr().out  # printed
+
+    plain = small_mlp(seed=21)
+    plain._name = "plain_mlp"
+    report = tfl.export_saved_model(plain, verbose=False)  # random inputs verify it
+    assert report.path == str(tmp_path / "plain_mlp") and report.weights_kept == 1.0
+    assert report.samples == export.RANDOM_SAMPLES and report.layer_sparsity == {
+        "hidden/kernel": 0.0, "output/kernel": 0.0}
+    with pytest.raises(FileExistsError, match="plain_mlp already exists.*path="):
+        tfl.export_saved_model(plain, verbose=False)
+
+
+def test_bad_input_is_refused_before_anything_is_written(tickets, mnist_slice, tmp_path):
+    (x_train, _), (x_test, y_test) = mnist_slice
+    pruned = tickets[16]
+    existing = tmp_path / "kept.tflite"
+    existing.write_bytes(b"precious")
+    (tmp_path / "other.tflite.report.json").write_text("{}")
+    before = _files(tmp_path)
+    cases = [
+        (ValueError, "quantize must be one of", dict(quantize="float16")),
+        (ValueError, "needs representative_data", dict(quantize="int8")),
+        (ValueError, "calibrates quantize='int8' only",
+         dict(quantize="dynamic", representative_data=x_train)),
+        (ValueError, "min_agreement must be in", dict(min_agreement=0)),
+        (ValueError, "latency_runs must be a whole number", dict(latency_runs=0)),
+        (ValueError, r"test_data inputs have shape \(200, 28, 28\).*\(N, 784\)",
+         dict(test_data=x_test.reshape(-1, 28, 28))),
+        (ValueError, "200 inputs but 10 labels", dict(test_data=(x_test, y_test[:10]))),
+        (ValueError, "x or a pair", dict(test_data=(x_test, y_test, y_test))),
+        (FileExistsError, "kept.tflite already exists", dict(path=existing)),
+        (FileExistsError, "other.tflite.report.json already exists",
+         dict(path=tmp_path / "other.tflite")),
+    ]
+    for error, message, kwargs in cases:
+        kwargs = {"path": tmp_path / "new.tflite", "verbose": False} | kwargs
+        with pytest.raises(error, match=message):
+            tfl.export_tflite(pruned, **kwargs)
+    import keras as keras3
+    with pytest.raises(TypeError, match="Keras 3 model"):
+        tfl.export_saved_model(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]),
+                               tmp_path / "k3")
+    inputs = keras.Input((4,))
+    two_outputs = keras.Model(inputs, [keras.layers.Dense(2)(inputs),
+                                       keras.layers.Dense(3)(inputs)])
+    with pytest.raises(ValueError, match="one input and one output.*2 outputs"):
+        tfl.export_tflite(two_outputs, tmp_path / "two.tflite")
+    assert _files(tmp_path) == before and existing.read_bytes() == b"precious"
