@@ -37,10 +37,7 @@ import dataclasses
 import gzip
 import io
 import json
-import os
-import shutil
 import tarfile
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +48,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from tf_lottery import _compat
+from tf_lottery.atomic import replacing
 from tf_lottery.masks import Masks
 from tf_lottery.wrap import strip_pruning
 
@@ -390,15 +388,11 @@ def _staged(path: Path, fix: str):
     An ExportError raised in the block comes out with ``fix`` (how to get an export that
     works) and the assurance that nothing was written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        yield stage / path.name
-        os.replace(stage / path.name, path)
+        with replacing(path) as staged:
+            yield staged
     except ExportError as error:
         raise ExportError(f"{error} {fix}Nothing was written to {path}.") from error.__cause__
-    finally:
-        shutil.rmtree(stage)
 
 
 def _keras_outputs(model, x) -> np.ndarray:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from tf_lottery.atomic import replacing
 
 CRITERIA = ("magnitude", "random")
 SCOPES = ("layer", "global")
@@ -71,16 +72,8 @@ class Masks(Mapping):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the masks as a compressed .npz, atomically (a crash leaves the old file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **self._arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with replacing(path) as staged, open(staged, "wb") as handle:
+            np.savez_compressed(handle, **self._arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Masks":

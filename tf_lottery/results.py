@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_lottery.atomic import replacing
 from tf_lottery.rundir import RunDirectory, read_json, write_atomic, write_json
 
 VARIANTS = ("ticket", "random_reinit", "random_pruning")
@@ -122,11 +123,8 @@ class SearchResult:
 
     def plot(self, path: str | os.PathLike) -> None:
         """Write :meth:`plot_png` to ``path`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.plot_png())
-        os.replace(tmp, path)
+        with replacing(path) as staged:
+            staged.write_bytes(self.plot_png())
 
     def plot_png(self) -> bytes:
         """The paper's figure as PNG: test accuracy at early stop and early-stop iteration

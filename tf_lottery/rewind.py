@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tf_lottery import _compat
+from tf_lottery.atomic import replacing
 from tf_lottery.integrity import DamagedFileError, verify, write_manifest
 
 
@@ -62,18 +61,12 @@ class RewindPoint:
             raise FileExistsError(
                 f"{directory} already holds a rewind point; it is never overwritten. Choose "
                 "another checkpoint directory, or remove it if it is no longer wanted.")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+        with replacing(directory, keep_existing=True) as staging:
             variables = {path: tf.Variable(value) for path, value in self.values.items()}
             checkpoint = tf.train.Checkpoint(
                 weights=variables, step=tf.Variable(self.step, dtype=tf.int64))
             checkpoint.write(str(staging / _CHECKPOINT_PREFIX))
             write_manifest(staging)
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model) -> "RewindPoint":

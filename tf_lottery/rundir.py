@@ -25,10 +25,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from tf_lottery._compat import keras
+from tf_lottery.atomic import replacing
 from tf_lottery.integrity import verify, write_manifest
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindPoint
@@ -39,17 +39,9 @@ class RunDirectoryError(RuntimeError):
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` through a staged file and a rename."""
+    with replacing(path) as staged:
+        staged.write_text(text, encoding="utf-8")
 
 
 def to_json(value) -> str:
@@ -187,14 +179,7 @@ class RunDirectory:
     @contextlib.contextmanager
     def staging(self, trial: int, round_index: int):
         """A folder to write round ``round_index`` into; committed by rename on success."""
-        final = self.round(trial, round_index)
-        if final.exists():
-            raise RunDirectoryError(f"{final} is already committed; it is never overwritten")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-        try:
+        with replacing(self.round(trial, round_index), keep_existing=True) as stage:
+            stage.mkdir()
             yield stage
             write_manifest(stage)
-            os.replace(stage, final)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
