@@ -44,8 +44,8 @@ def _masks(run_dir, round_index):
                           "masks.npz")
 
 
-def _command(config):
-    return [str(Path(sys.executable).parent / "tf-lottery"), "run", str(config)]
+def _command(config, *overrides):
+    return [str(Path(sys.executable).parent / "tf-lottery"), "run", str(config), *overrides]
 
 
 def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(tmp_path):
@@ -83,6 +83,34 @@ def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(t
         assert all(np.array_equal(a[k], b[k]) for k in a)
     leftovers = [p for p in (tmp_path / "killed").rglob(".*") if p.is_dir()]
     assert leftovers == []  # the resumed run removed what the killed ones left half-written
+
+
+def test_a_round_killed_mid_training_resumes_from_its_last_epoch(tmp_path):
+    longer = ("rounds=1", "steps_per_round=300", "verbose=2", "controls=[]")
+    straight = subprocess.run(_command(_config(tmp_path, "straight"), *longer),
+                              capture_output=True, text=True, timeout=300, check=True)
+    assert "resuming" not in straight.stdout
+    process = subprocess.Popen(_command(_config(tmp_path, "killed"), *longer),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = tmp_path / "killed" / "trial_0" / "in_progress" / "epoch_0005"
+    deadline = time.monotonic() + 240
+    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert RunDirectory(tmp_path / "killed").completed_rounds(0) == 0
+    resumed = subprocess.run(_command(_config(tmp_path, "killed"), *longer),
+                             capture_output=True, text=True, timeout=300, check=True)
+    assert "trial 0, round 0 (ticket): resuming at epoch" in resumed.stdout
+    resumed_epoch = int(resumed.stdout.split("resuming at epoch ")[1].split(",")[0])
+    assert resumed_epoch >= 5  # it did not start the round over
+    for round_index in (0, 1):
+        a, b = _masks(tmp_path / "straight", round_index), _masks(tmp_path / "killed",
+                                                                   round_index)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    records = [tfl.SearchResult.load(tmp_path / name).records for name in ("straight", "killed")]
+    assert [r.test_accuracy for r in records[0]] == [r.test_accuracy for r in records[1]]
+    assert not (tmp_path / "killed" / "trial_0" / "in_progress").exists()
 
 
 @pytest.fixture(scope="module")

@@ -138,11 +138,11 @@ class OptimizerReset:
         fresh = type(optimizer).from_config(optimizer.get_config())
         fresh_values = [var.numpy() for var in
                         _compat.optimizer_variables(fresh, trainable_variables)]
-        live = _compat.optimizer_variables(optimizer, trainable_variables)
-        if len(live) != len(fresh_values):
+        self.variables = _compat.optimizer_variables(optimizer, trainable_variables)
+        if len(self.variables) != len(fresh_values):
             raise TypeError(f"cannot reset {type(optimizer).__name__}: a fresh copy has a "
                             "different set of variables")
-        self._initial = list(zip(live, fresh_values))
+        self._initial = list(zip(self.variables, fresh_values))
 
     def reset(self, step: int = 0) -> None:
         for variable, value in self._initial:

@@ -7,6 +7,7 @@ Layout::
       model.json                    the architecture, to rebuild the model for export
       lock                          held (flock) by the process running the search
       trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
+      trial_0/in_progress/epoch_N/  the training under way, saved at every epoch end
       trial_0/round_00/             one committed round: metrics.json, per variant its
                                     masks.npz (and the ticket's weights/), next_masks.npz,
                                     SHA256SUMS (checked before anything is read back)
@@ -145,7 +146,8 @@ class RunDirectory:
         """Delete half-written staging folders a killed run left (only under the lock)."""
         for trial in self.trials():
             for leftover in [*self.trial(trial).glob(".round_*"),
-                             *self.rewind_dir(trial).glob(".step_*")]:
+                             *self.rewind_dir(trial).glob(".step_*"),
+                             *self.trial(trial).glob("in_progress/.epoch_*")]:
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def verify(self) -> None:

@@ -15,7 +15,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence, Union
 
 import numpy as np
@@ -26,7 +28,9 @@ from tf_lottery.masks import Masks, random_pruning
 from tf_lottery.results import VARIANTS, RoundRecord, SearchResult
 from tf_lottery.rewind import OptimizerReset, RewindPoint
 from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
-from tf_lottery.rundir import RunDirectory, write_atomic, write_json
+from tf_lottery.atomic import replacing
+from tf_lottery.integrity import verify, write_manifest
+from tf_lottery.rundir import RunDirectory, read_json, write_atomic, write_json
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.tensorboard import SearchSummaries, surviving_weights
 from tf_lottery.wrap import wrap_for_pruning
@@ -102,6 +106,50 @@ class _RoundTracker(keras.callbacks.Callback):
                 self.best = self.last
         if self.step >= self.steps:
             self.model.stop_training = True
+
+
+class _EpochBackup(keras.callbacks.Callback):
+    """The training in progress, saved at every epoch end into ``folder/epoch_NNNN`` (weights,
+    optimizer state, evaluation history), so a killed run resumes from its last epoch."""
+
+    def __init__(self, folder, identity: dict, tracker: _RoundTracker, optimizer_variables):
+        super().__init__()
+        self.folder, self.identity, self.tracker = Path(folder), identity, tracker
+        self.optimizer_variables = optimizer_variables
+
+    def on_epoch_end(self, epoch, logs=None):
+        previous = sorted(self.folder.glob("epoch_*"))
+        with replacing(self.folder / f"epoch_{epoch + 1:04d}", keep_existing=True) as stage:
+            stage.mkdir()
+            RewindPoint.capture(self.model, self.tracker.step).save(stage / "weights")
+            np.savez(stage / "optimizer.npz", *[v.numpy() for v in self.optimizer_variables])
+            write_json(stage / "state.json", dict(
+                self.identity, epoch=epoch + 1, step=self.tracker.step,
+                best=self.tracker.best, last=self.tracker.last))
+            write_manifest(stage)
+        for old in previous:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, model, masks) -> int:
+        """Load the last backup of this very training, if any: the epoch to start at."""
+        backups = sorted(self.folder.glob("epoch_*"))
+        if not backups:
+            return 0
+        state = read_json(backups[-1] / "state.json")
+        if any(state[key] != value for key, value in self.identity.items()):
+            self.discard()  # a backup of another training: that one was committed or redone
+            return 0
+        verify(backups[-1])
+        RewindPoint.load(backups[-1] / "weights", model).restore(model, masks)
+        with np.load(backups[-1] / "optimizer.npz") as saved:
+            for index, variable in enumerate(self.optimizer_variables):
+                variable.assign(saved[f"arr_{index}"])
+        self.tracker.step, self.tracker.best, self.tracker.last = \
+            state["step"], state["best"], state["last"]
+        return state["epoch"]
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class LotteryTicketSearch:
@@ -356,16 +404,26 @@ class _Trial:
         self.reset.reset(step=0 if restart else round_index * steps)
         x, y = self.train_data
         per_epoch = min(steps, len(x) // search.batch_size)
+        tracker = _RoundTracker(self.evaluator, search.eval_every, steps, capture)
+        backup = _EpochBackup(self.rewind_dir.parent / "in_progress",
+                              {"round": round_index, "variant": variant, "seed": seed},
+                              tracker, self.reset.variables)
+        first_epoch = backup.restore(self.model, masks)
+        if first_epoch and search.verbose:
+            print(f"trial {self.trial}, round {round_index} ({variant}): resuming at epoch "
+                  f"{first_epoch}, iteration {tracker.step}", flush=True)
         dataset = tf.data.Dataset.from_tensor_slices((x, y)) \
             .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
-            .batch(search.batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
-        tracker = _RoundTracker(self.evaluator, search.eval_every, steps, capture)
+            .batch(search.batch_size, drop_remainder=True).repeat() \
+            .skip(first_epoch * per_epoch).prefetch(tf.data.AUTOTUNE)
         began = time.perf_counter()
         self.model.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
-                       callbacks=[tracker, *search._callbacks,
+                       initial_epoch=first_epoch,
+                       callbacks=[tracker, backup, *search._callbacks,
                                   search._summaries.keras_callback(self.trial, variant,
                                                                    round_index)],
                        verbose=search.verbose)
+        backup.discard()
         start_round(self.model, masks, None)  # the last update touched pruned weights
         finite = all(np.all(np.isfinite(v.numpy())) for v in self.model.trainable_variables)
         if tracker.diverged_at is not None or not finite:
