@@ -125,3 +125,27 @@ def test_xla_jit_compile_keeps_exact_zeros_and_rewinds(tmp_path, mnist_slice):
     kernel = pruned.layers[1].layer.kernel.numpy()
     assert np.all(kernel[~pruned.masks["hidden/kernel"]] == 0)
     assert pruned.masks.fraction_kept() == pytest.approx(0.25, abs=1e-3)
+
+
+def test_the_cli_search_under_multi_worker_strategy_with_two_workers(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: lenet_300_100\ndataset: mnist\nvalidation_size: 100\n"
+                      "train_size: 600\ntest_size: 100\nrounds: 1\nsteps_per_round: 20\n"
+                      "prune_rate: 0.5\ncontrols: [random_pruning]\neval_every: 10\n"
+                      "verbose: 0\nstrategy: multi_worker\n")
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):  # each machine writes its own run directory
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "tf-lottery"), "run", str(config),
+             f"run_dir={tmp_path / f'run_{index}'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    for worker in workers:
+        _, err = worker.communicate(timeout=240)
+        assert worker.returncode == 0, err[-3000:]
+    for path in ("trial_0/round_00/ticket/weights/weights.data-00000-of-00001",
+                 "trial_0/round_01/ticket/masks.npz", "trial_0/round_01/random_pruning/masks.npz"):
+        assert (tmp_path / "run_0" / path).read_bytes() == (tmp_path / "run_1" / path).read_bytes()
+    assert '"replicas": 2' in (tmp_path / "run_0" / "config.json").read_text()
