@@ -63,9 +63,9 @@ def test_records_for_ticket_and_controls_with_the_scheduled_weights(splits, tmp_
     assert not np.array_equal(random["hidden_1/kernel"], ticket["hidden_1/kernel"])
     # trials start from different θ0
     a = tfl.RewindPoint.load(tmp_path / "run" / "trial_0" / "rewind" / "step_0",
-                             _wrapped_template()).values["hidden_1/kernel"]
+                             _lenet()).values["hidden_1/kernel"]
     b = tfl.RewindPoint.load(tmp_path / "run" / "trial_1" / "rewind" / "step_0",
-                             _wrapped_template()).values["hidden_1/kernel"]
+                             _lenet()).values["hidden_1/kernel"]
     assert not np.array_equal(a, b)
     # results written: CSV rows, JSON, a real PNG
     lines = (tmp_path / "run" / "results.csv").read_text().splitlines()
@@ -77,7 +77,7 @@ def test_records_for_ticket_and_controls_with_the_scheduled_weights(splits, tmp_
     assert "random_pruning" in result.table()
 
 
-def _wrapped_template():
+def _lenet():
     return lenet_300_100((28, 28, 1), seed=0)
 
 

@@ -59,13 +59,15 @@ class SearchResult:
         self.records = sorted(records, key=lambda r: (r.trial, r.round, VARIANTS.index(r.variant)))
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> "SearchResult":
-        """The committed rounds of a finished or partial search."""
+    def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> "SearchResult":
+        """The committed rounds of a finished or partial search, checksums checked first
+        (a running search, which checked them at its start, passes ``verify=False``)."""
         run = RunDirectory(run_dir)
         if not (run.path / "config.json").is_file():
             raise FileNotFoundError(f"{run.path} is not a tf_lottery run directory "
                                     "(it has no config.json)")
-        run.verify()
+        if verify:
+            run.verify()
         records = []
         for trial in run.trials():
             for round_index in range(run.completed_rounds(trial)):

@@ -101,6 +101,22 @@ class RewindPoint:
             variable.assign(masked(self.values[path], masks.get(path)))
 
 
+def rewind_point_dir(checkpoint_dir, step: int) -> Path:
+    """Where the rewind point of ``step`` lives in a checkpoint directory: ``step_<step>``."""
+    return Path(checkpoint_dir) / f"step_{step}"
+
+
+def save_rewind_point(model, checkpoint_dir, step: int) -> RewindPoint:
+    """Capture ``model``'s weights as the rewind point of ``step`` and write it (once)."""
+    point = RewindPoint.capture(model, step)
+    point.save(rewind_point_dir(checkpoint_dir, step))
+    return point
+
+
+def load_rewind_point(checkpoint_dir, step: int, model) -> RewindPoint:
+    return RewindPoint.load(rewind_point_dir(checkpoint_dir, step), model)
+
+
 def _reseeded(config, seeds):
     """``config`` with a new seed from ``seeds`` in every seedable ``*_initializer``."""
     if isinstance(config, list):

@@ -26,7 +26,13 @@ import tensorflow as tf
 from tf_lottery._compat import keras
 from tf_lottery.masks import Masks, random_pruning
 from tf_lottery.results import VARIANTS, RoundRecord, SearchResult
-from tf_lottery.rewind import OptimizerReset, RewindPoint
+from tf_lottery.rewind import (
+    OptimizerReset,
+    RewindPoint,
+    load_rewind_point,
+    rewind_point_dir,
+    save_rewind_point,
+)
 from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
 from tf_lottery.atomic import replacing
 from tf_lottery.integrity import verify, write_manifest
@@ -237,7 +243,7 @@ class LotteryTicketSearch:
                                     template if trial == 0 else None)
             finally:
                 self._summaries.close()
-            result = SearchResult.load(self.run_dir.path)
+            result = SearchResult.load(self.run_dir.path, verify=False)
             paths = result.save(self.run_dir.path)
         if self.verbose:
             print(result.table())
@@ -296,7 +302,7 @@ class LotteryTicketSearch:
             self._summaries.round_committed(
                 training.record, training.masks,
                 Masks.load(previous) if previous.is_file() else None, training.weights)
-        self._summaries.plot(trial, round_index, SearchResult.load(self.run_dir.path).plot_png())
+        self._summaries.plot(trial, round_index, SearchResult.load(self.run_dir.path, verify=False).plot_png())
 
     def _round_seed(self, trial, round_index, variant) -> int:
         return (self.seed + trial) * 1_000_003 + round_index * 10 + VARIANTS.index(variant)
@@ -338,9 +344,9 @@ class _Trial:
         self.reset = OptimizerReset(self.model.optimizer, self.model.trainable_variables)
         self.evaluator = _Evaluator(self.model, eval_sets)
         self.rewind_dir = search.run_dir.rewind_dir(trial)
-        if not (self.rewind_dir / "step_0").exists():
-            RewindPoint.capture(self.model, 0).save(self.rewind_dir / "step_0")
-        self.theta0 = RewindPoint.load(self.rewind_dir / "step_0", self.model)
+        if not rewind_point_dir(self.rewind_dir, 0).exists():
+            save_rewind_point(self.model, self.rewind_dir, 0)
+        self.theta0 = load_rewind_point(self.rewind_dir, 0, self.model)  # as on disk, verified
         self._rewind_point = None
 
     def rewind_point(self) -> RewindPoint:
@@ -348,7 +354,7 @@ class _Trial:
         if self._rewind_point is None:
             step = self.search.settings.rewind_to
             self._rewind_point = self.theta0 if step == 0 else \
-                RewindPoint.load(self.rewind_dir / f"step_{step}", self.model)
+                load_rewind_point(self.rewind_dir, step, self.model)
         return self._rewind_point
 
     def resume_state(self, done: int):
@@ -367,8 +373,8 @@ class _Trial:
         settings, schedule = search.settings, search.schedule
         capture = None
         if round_index == 0 and settings.rewinds_weights and settings.rewind_to > 0:
-            capture = (settings.rewind_to, lambda model: RewindPoint.capture(
-                model, settings.rewind_to).save(self.rewind_dir / f"step_{settings.rewind_to}"))
+            capture = (settings.rewind_to, lambda model: save_rewind_point(
+                model, self.rewind_dir, settings.rewind_to))
         trainings = [self.train("ticket", round_index, masks, start, capture)]
         (stage / "ticket").mkdir()
         masks.save(stage / "ticket" / "masks.npz")

@@ -20,7 +20,12 @@ import numpy as np
 from tf_lottery import _compat
 from tf_lottery._compat import keras
 from tf_lottery.masks import Masks
-from tf_lottery.rewind import OptimizerReset, RewindPoint, masked
+from tf_lottery.rewind import (
+    OptimizerReset,
+    load_rewind_point,
+    masked,
+    save_rewind_point,
+)
 from tf_lottery.rounds import ImpSettings, current_masks, start_round, trained_masks
 from tf_lottery.schedule import RewindingSchedule
 
@@ -61,7 +66,7 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *, rewind_to=0, sco
     wrapped = wrap_for_pruning(model, schedule, settings)
     lottery = LotteryModel(inputs=wrapped.inputs, outputs=wrapped.outputs, name=model.name)
     checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
-    RewindPoint.capture(lottery, step=0).save(rewind_point_dir(checkpoint_dir, 0))
+    save_rewind_point(lottery, checkpoint_dir, 0)
     lottery._attach(_RoundController(schedule, settings, checkpoint_dir))
     return lottery
 
@@ -86,10 +91,6 @@ def wrap_for_pruning(model, schedule: RewindingSchedule, settings: ImpSettings):
             return _compat.wrap_layer(layer, schedule)
         return layer
     return keras.models.clone_model(model, clone_function=clone)
-
-
-def rewind_point_dir(checkpoint_dir, step: int) -> Path:
-    return Path(checkpoint_dir) / f"step_{step}"
 
 
 def _check_layers(model, schedule: RewindingSchedule, settings: ImpSettings) -> None:
@@ -223,8 +224,8 @@ class _RoundController(keras.callbacks.Callback):
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not model.optimizer:
             self._optimizer_reset = OptimizerReset(model.optimizer, model.trainable_variables)
         if self.settings.rewinds_weights and self.step >= self.settings.rewind_to:
-            self._rewind_point = RewindPoint.load(  # fail now, not after a round of training
-                rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to), model)
+            self._rewind_point = load_rewind_point(  # fail now, not after a round of training
+                self.checkpoint_dir, self.settings.rewind_to, model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.step
@@ -247,8 +248,8 @@ class _RoundController(keras.callbacks.Callback):
     def _advance(self, step, logs):
         previous, self.step = self.step, step
         if self.settings.rewinds_weights and previous < self.settings.rewind_to <= step:
-            self._rewind_point = RewindPoint.capture(self.model, self.settings.rewind_to)
-            self._rewind_point.save(rewind_point_dir(self.checkpoint_dir, self.settings.rewind_to))
+            self._rewind_point = save_rewind_point(self.model, self.checkpoint_dir,
+                                                   self.settings.rewind_to)
         for finished in range(self.schedule.round_at(previous), self.schedule.round_at(step)):
             self._record(finished, logs)
             self._end_round(finished + 1)
