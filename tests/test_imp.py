@@ -341,3 +341,55 @@ def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_
     for path, mask in masks.items():
         assert mask.sum() == kept_count(mask.size, 0.5)
         np.testing.assert_array_equal(rewound[path][mask], theta0[path][mask])
+
+
+def _shared_layer_model(topology):
+    keras.utils.set_random_seed(14)
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    if topology == "shared-on-two-inputs":
+        shared = keras.layers.Dense(6, name="shared")
+        hidden = keras.layers.Concatenate()([shared(a), shared(b)])
+    elif topology == "applied-three-times":
+        shared = keras.layers.Dense(8, name="shared")
+        hidden = shared(shared(shared(a)))
+        b = None
+    else:  # a nested model, itself applied to two inputs
+        inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, name="shared")],
+                                 name="inner")
+        hidden = keras.layers.Concatenate()([inner(a), inner(b)])
+    outputs = keras.layers.Dense(2, name="output")(hidden)
+    return keras.Model([a] if b is None else [a, b], outputs)
+
+
+class _TrainedByPath(tfl.RoundCallback):
+    """The masked weights by tf_lottery path at every round end, before the rewind."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_round = {}
+
+    def on_round_end(self, round_index, logs):
+        self.by_round[round_index] = {path: p.weight.numpy() for path, p in
+                                      _compat.pruned_weights(self.model).items()}
+
+
+@pytest.mark.parametrize("topology", ["shared-on-two-inputs", "applied-three-times",
+                                      "shared-in-nested"])
+def test_steps_are_counted_once_per_optimizer_step_whatever_the_topology(tmp_path, topology):
+    model = _shared_layer_model(topology)
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
+    pruned = compile_for_classification(
+        tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "c"))
+    theta0 = tfl.RewindPoint.load(tmp_path / "c" / "step_0", pruned).values
+    trained = _TrainedByPath()
+    x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    pruned.fit([x] * len(model.inputs), np.zeros(16), batch_size=2, epochs=1, verbose=0,
+               callbacks=[trained])
+    assert pruned.imp_step == 8
+    assert [(r.round, r.step) for r in pruned.rounds] == [(0, 4), (1, 8)]
+    # round 1 trained 4 steps from θ0, so round 2's masks come from trained weights, not
+    # from the rewound θ0 magnitudes
+    for path, value in trained.by_round[1].items():
+        keep = value != 0
+        assert not np.array_equal(value[keep], theta0[path][keep]), path
+    assert pruned.masks.fraction_kept() == pytest.approx(0.25, abs=0.02)

@@ -12,7 +12,6 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot  # sets TF_USE_LEGACY_KERAS=1, as TF-MOT does
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.sparsity.keras import (
     prune_registry,
     pruning_wrapper,
@@ -115,11 +114,21 @@ def pruned_weights(model) -> dict:
 
 
 def step_counter(model):
-    """The first wrapper's ``pruning_step``: training steps taken, counted in-graph by TF-MOT."""
+    """The first wrapper's ``pruning_step``: optimizer steps taken, counted in-graph."""
     for _, layer in walk_layers(model):
         if isinstance(layer, TFMOTPruneLowMagnitude):
             return layer.pruning_step
     raise ValueError("the model has no pruning wrapper")
+
+
+def count_step(model):
+    """Advance every wrapper's ``pruning_step`` by one: call once per optimizer step.
+
+    Counting in the training step, not in the layers' calls, counts a step once however
+    often a layer is applied (shared layers, a layer used on several inputs)."""
+    wrappers = {id(layer): layer for _, layer in walk_layers(model)
+                if isinstance(layer, TFMOTPruneLowMagnitude)}
+    return tf.group([layer.pruning_step.assign_add(1) for layer in wrappers.values()])
 
 
 def optimizer_variables(optimizer, trainable_variables) -> list:
@@ -138,10 +147,11 @@ class PruneLowMagnitude(TFMOTPruneLowMagnitude):
     configs are TF-MOT's own and either side loads the other's models.
 
     TF-MOT's training step runs, besides the masking, a ``tf.cond`` that asks the schedule
-    whether to recompute the mask and an assert that its step callback ran. Under a
-    RewindingSchedule the answer is always no and LotteryModel.fit always adds the
-    callback, so this wrapper's step only counts and masks: the same weights, masks and
-    step counter, about 0.15 ms less per step for Lenet-300-100 (benchmarks/step_time.py).
+    whether to recompute the mask, an assert that its step callback ran, and a step count
+    per *call*: a layer applied twice in one model counts every step twice. Under a
+    RewindingSchedule the answer is always no, so this wrapper's call only masks (about
+    0.15 ms less per step for Lenet-300-100, benchmarks/step_time.py); ``pruning_step``
+    counts optimizer steps, advanced once per ``train_step`` by ``count_step``.
     Its ``from_config`` also deserializes any registered schedule, where TF-MOT's knows only
     ConstantSparsity and PolynomialDecay and returns others as strings.
     """
@@ -149,8 +159,6 @@ class PruneLowMagnitude(TFMOTPruneLowMagnitude):
     def call(self, inputs, training=None, **kwargs):
         if training is None:
             training = keras.backend.learning_phase()
-        self.add_update(tfmot_utils.smart_cond(
-            training, lambda: self.pruning_step.assign_add(1), lambda: self.pruning_step))
         self.add_update(self._apply_masks())
         if "training" in inspect.getfullargspec(self.layer.call).args:
             kwargs["training"] = training

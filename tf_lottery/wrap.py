@@ -317,6 +317,12 @@ class LotteryModel(keras.Model):
         """Training steps taken so far in the IMP run."""
         return counted_steps(self)
 
+    def train_step(self, data):
+        """Keras' training step, then the step count: once per optimizer step."""
+        logs = super().train_step(data)
+        _compat.count_step(self)
+        return logs
+
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit`` with TF-MOT's step callback and the round controller added."""
         if len(args) > 7:
