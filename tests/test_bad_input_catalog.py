@@ -61,7 +61,7 @@ CATALOG = {
                                                           checkpoint_dir=ws / "c"),
                       TypeError, "Keras 3 model.*TF_USE_LEGACY_KERAS=1"),
     "not a model": (lambda ws: tfl.prune_with_rewinding("model.h5", SCHEDULE),
-                    TypeError, "expected a tf_keras Model"),
+                    TypeError, "expected a Keras model"),
     "tf-mot schedule": (lambda ws: tfl.prune_with_rewinding(
         small_mlp(), tfmot.sparsity.keras.ConstantSparsity(0.5, 0), checkpoint_dir=ws / "c"),
         TypeError, "must be a tf_lottery.RewindingSchedule"),
@@ -77,9 +77,9 @@ CATALOG = {
     "unknown scope": (lambda ws: tfl.prune_with_rewinding(
         small_mlp(), SCHEDULE, scope="network", checkpoint_dir=ws / "c"),
         ValueError, "scope must be one of"),
-    "block size with random": (lambda ws: tfl.prune_with_rewinding(
-        small_mlp(), SCHEDULE, criterion="random", block_size=4, checkpoint_dir=ws / "c"),
-        ValueError, "block_size > 1 needs criterion='magnitude'"),
+    "block size as text": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, block_size="4", checkpoint_dir=ws / "c"),
+        ValueError, "block_size must be a whole number >= 1, got '4'"),
     "unknown control": (lambda ws: _search(ws / "run", controls=("shuffled",)),
                         ValueError, "unknown control 'shuffled'"),
     "fewer examples than a batch": (lambda ws: _search(ws / "run", batch_size=500).run(
@@ -110,7 +110,7 @@ CATALOG = {
                                                f"data_dir={ws / 'empty'}"),
                                CLI, "empty/train-images-idx3-ubyte.gz does not exist"),
     "validation larger than train": (lambda ws: _cli(ws, "validation_size=70000"),
-                                     CLI, r"validation_size must be in \[0"),
+                                     CLI, r"validation_size must be a whole number in \[0"),
     "negative trials": (lambda ws: _cli(ws, "trials=-1"), CLI,
                         "trials must be a whole number"),
 }

@@ -30,7 +30,7 @@ def test_subclassed_model_is_refused():
 
     net = Net()
     net(np.zeros((1, 4), "float32"))
-    with pytest.raises(TypeError, match="subclassed Keras model.*Sequential"):
+    with pytest.raises(TypeError, match="subclassed tf_keras model.*Sequential.*Keras 3"):
         tfl.prune_with_rewinding(net, SCHEDULE)
 
 
@@ -93,7 +93,10 @@ def test_a_tfmot_schedule_is_refused():
     (dict(scope="model"), ValueError, "scope must be one of"),
     (dict(criterion="smallest"), ValueError, "criterion must be one of"),
     (dict(block_size=0), ValueError, "block_size must be a whole number"),
-    (dict(criterion="random", block_size=4), ValueError, "block_size > 1 needs"),
+    (dict(criterion="magnitude_incr"), ValueError, "criterion must be one of.*Did you mean "
+                                                    "'magnitude_increase'"),
+    (dict(prunable=["hidden/*"]), ValueError, "prunable= selects weights on Keras 3 models"),
+    (dict(scop="layer"), TypeError, "unknown IMP setting 'scop'.*Did you mean 'scope'"),
 ])
 def test_bad_settings_are_refused(kwargs, error, message, tmp_path):
     with pytest.raises(error, match=message):
@@ -150,8 +153,28 @@ def test_diverged_round_stops_with_the_round_named_and_masks_untouched(tmp_path)
     assert (tmp_path / "c" / "step_0" / "weights.index").is_file()
 
 
-def test_steps_per_execution_must_divide_the_round(tmp_path):
+def test_steps_per_execution_must_put_round_ends_between_executions(tmp_path):
     pruned = tfl.prune_with_rewinding(small_mlp(), SCHEDULE, checkpoint_dir=tmp_path / "c")
     pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=3)
-    with pytest.raises(ValueError, match="steps_per_round=4 is not a multiple.*steps_per_execution=3"):
-        pruned.fit(np.zeros((8, 784), "float32"), np.zeros(8), batch_size=2, verbose=0)
+    x, y = np.zeros((10, 784), "float32"), np.zeros(10)  # 5 steps per epoch: 3 + 2
+    with pytest.raises(ValueError, match="steps_per_execution=3 puts the round end.*at step 4 "
+                                         "inside an execution"):
+        pruned.fit(x, y, batch_size=2, verbose=0)
+    assert pruned.imp_step == 0
+    # 8 examples: executions of 3 and 1 steps, so the round end at step 4 is an epoch end
+    pruned.fit(x[:8], y[:8], batch_size=2, verbose=0)
+    assert pruned.imp_step == 4 and [r.round for r in pruned.rounds] == [0]
+
+
+def test_steps_per_execution_from_an_odd_step_is_checked_at_the_real_boundaries(tmp_path):
+    pruned = tfl.prune_with_rewinding(small_mlp(), SCHEDULE, checkpoint_dir=tmp_path / "c")
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 784), "float32"), np.zeros(8)
+    pruned.fit(x, y, batch_size=2, steps_per_epoch=3, verbose=0)
+    assert pruned.imp_step == 3
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=2)
+    # from step 3, executions of 2 steps end at 5, 7, ...: the round end at 4 would slip
+    with pytest.raises(ValueError, match="steps_per_execution=2 puts the round end.*at step 4 "
+                                         r"inside an execution \(this fit starts at step 3"):
+        pruned.fit(x, y, batch_size=2, verbose=0)
+    assert pruned.imp_step == 3 and pruned.rounds == []

@@ -60,7 +60,10 @@ def test_saved_model_round_trip_gives_the_same_predictions_and_the_masks_zeros(
     serve = loaded.signatures["serving_default"]
     (name,) = serve.structured_input_signature[1]
     (served,) = serve(**{name: tf.constant(x_test)}).values()
-    np.testing.assert_array_equal(served.numpy(), pruned.predict(x_test, verbose=0))
+    # the same weights bit for bit (below); outputs equal up to float summation order, which
+    # differs between Keras's batches of 32 and one served batch of 200
+    np.testing.assert_allclose(served.numpy(), pruned.predict(x_test, verbose=0), rtol=0,
+                               atol=1e-5)
     stored = {v.name.split(":")[0]: v.numpy() for v in loaded.variables}
     assert not any("mask" in key or "threshold" in key for key in stored)  # wrappers stripped
     for weight_path, mask in pruned.masks.items():
@@ -190,8 +193,8 @@ def test_int8_that_disagrees_with_keras_is_refused(tickets, mnist_slice, tmp_pat
 
 def test_plain_and_tfmot_wrapped_models_export_and_default_to_saved_models(
         mnist_slice, tmp_path, monkeypatch, capsys):
-    assert export.SAVED_MODELS_DIR == Path(tfl.__file__).resolve().parent.parent / "saved_models"
-    monkeypatch.setattr(export, "SAVED_MODELS_DIR", tmp_path)
+    monkeypatch.chdir(tmp_path)  # the default is saved_models/ under the working directory,
+    assert not export.SAVED_MODELS_DIR.is_absolute()  # never the installed package's folder
     (x, y), (x_test, _) = mnist_slice
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.75, 0, frequency=1)
     wrapped = compile_for_classification(tfmot.sparsity.keras.prune_low_magnitude(
@@ -199,7 +202,8 @@ def test_plain_and_tfmot_wrapped_models_export_and_default_to_saved_models(
     wrapped.fit(x, y, batch_size=60, epochs=1, verbose=0,
                 callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     wrapped_report = tfl.export_tflite(wrapped, test_data=x_test, latency_runs=5)
-    assert wrapped_report.path == str(tmp_path / f"{wrapped.name}_sparse_float32.tflite")
+    assert wrapped_report.path == f"saved_models/{wrapped.name}_sparse_float32.tflite"
+    assert (tmp_path / wrapped_report.path).is_file()
     assert wrapped_report.weights_kept == pytest.approx(0.25, abs=0.01)
     assert wrapped_report.keras_accuracy is None and wrapped_report.agreement == 1.0
     assert "vs the dense float32 TFLite" in capsys.readouterr().out  # printed
@@ -207,7 +211,7 @@ def test_plain_and_tfmot_wrapped_models_export_and_default_to_saved_models(
     plain = small_mlp(seed=21)
     plain._name = "plain_mlp"
     report = tfl.export_saved_model(plain, verbose=False)  # random inputs verify it
-    assert report.path == str(tmp_path / "plain_mlp") and report.weights_kept == 1.0
+    assert report.path == "saved_models/plain_mlp" and report.weights_kept == 1.0
     assert report.samples == export.RANDOM_SAMPLES and report.layer_sparsity == {
         "hidden/kernel": 0.0, "output/kernel": 0.0}
     with pytest.raises(FileExistsError, match="plain_mlp already exists.*path="):
@@ -240,10 +244,6 @@ def test_bad_input_is_refused_before_anything_is_written(tickets, mnist_slice, t
         kwargs = {"path": tmp_path / "new.tflite", "verbose": False} | kwargs
         with pytest.raises(error, match=message):
             tfl.export_tflite(pruned, **kwargs)
-    import keras as keras3
-    with pytest.raises(TypeError, match="Keras 3 model"):
-        tfl.export_saved_model(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]),
-                               tmp_path / "k3")
     inputs = keras.Input((4,))
     two_outputs = keras.Model(inputs, [keras.layers.Dense(2)(inputs),
                                        keras.layers.Dense(3)(inputs)])

@@ -6,7 +6,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery as tfl
-from tf_lottery import _compat
+from tf_lottery.engines import engine_named
+
+ENGINE = engine_named("tf_keras")
 from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 from tf_lottery.masks import kept_count
 
@@ -295,13 +297,13 @@ def test_each_round_starts_with_a_fresh_optimizer(mnist_slice, tmp_path, make_op
                                       checkpoint_dir=tmp_path / "c")
     pruned.compile(make_optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     fresh = make_optimizer()
-    fresh_values = [v.numpy() for v in _compat.optimizer_variables(
+    fresh_values = [v.numpy() for v in ENGINE.optimizer_variables(
         fresh, pruned.trainable_variables)]
     states = {}
 
     def check(step):
         if step in (9, 10):
-            states[step] = [v.numpy() for v in _compat.optimizer_variables(
+            states[step] = [v.numpy() for v in ENGINE.optimizer_variables(
                 pruned.optimizer, pruned.trainable_variables)]
 
     pruned.fit(_dataset(mnist_slice), epochs=2, verbose=0, callbacks=[StepProbe(check)])
@@ -370,7 +372,7 @@ class _TrainedByPath(tfl.RoundCallback):
 
     def on_round_end(self, round_index, logs):
         self.by_round[round_index] = {path: p.weight.numpy() for path, p in
-                                      _compat.pruned_weights(self.model).items()}
+                                      ENGINE.pruned_weights(self.model).items()}
 
 
 @pytest.mark.parametrize("topology", ["shared-on-two-inputs", "applied-three-times",

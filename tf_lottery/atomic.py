@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tf_lottery.errors import AlreadyExistsError
+
 
 @contextlib.contextmanager
 def replacing(final: str | os.PathLike, *, keep_existing: bool = False):
@@ -23,7 +25,7 @@ def replacing(final: str | os.PathLike, *, keep_existing: bool = False):
     unless the process is killed: then the next run in the same place removes it."""
     final = Path(final)
     if keep_existing and final.exists():
-        raise FileExistsError(f"{final} already exists; it is never overwritten")
+        raise AlreadyExistsError(f"{final} already exists; it is never overwritten")
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:

@@ -5,7 +5,12 @@ and the exports.
     tf-lottery report RUN_DIR                    table, CSV, JSON and plot of a (partial) run
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
                                                  a round's ticket as a verified SavedModel or
-                                                 TFLite file (default under saved_models/)
+                                                 TFLite file (default under ./saved_models/)
+
+The package's own errors (bad input, damaged files, refused exports) print as one line
+and exit with 2; errors of the operating system (a full or read-only disk) with 1, Ctrl-C
+with 130, each saying what is safe and how to go on. Anything else is a bug and prints
+its traceback, as every error does with ``--traceback``.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tf_lottery.config import ConfigError, RunConfig
-from tf_lottery.data import DataError
-from tf_lottery.export import ExportError, export_saved_model, export_tflite
-from tf_lottery.integrity import DamagedFileError
+from tf_lottery.config import RunConfig
+from tf_lottery.errors import NotARunDirectoryError, TfLotteryError
+from tf_lottery.export import FORMATS, QUANTIZE, export_model
 from tf_lottery.results import SearchResult
-from tf_lottery.rundir import RunDirectory, RunDirectoryError
+from tf_lottery.rundir import RunDirectory
 
-# Errors that are the user's to fix: printed as one line, without a traceback.
-_USER_ERRORS = (ConfigError, DataError, RunDirectoryError, DamagedFileError, ExportError,
-                FileNotFoundError, FileExistsError, FloatingPointError, ValueError, TypeError)
+# What is safe after a failure of each command, and how to go on.
+_AFTERMATH = {
+    "run": "Committed rounds are safe; run the same command again to resume.",
+    "report": "The run directory was not changed.",
+    "export": "Nothing was written.",
+}
 
 
 def _run(args) -> None:
@@ -39,30 +46,34 @@ def _export(args) -> None:
     data = RunConfig.load(recorded).splits() if recorded.is_file() else None
     if data is None:
         print(f"{recorded} not found: verifying on random inputs, without accuracy")
-    test = data.test if data else None
-    print(f"exporting trial {args.trial}, round {round_index}: "
-          f"{ticket.name}, as {args.format}")
-    if args.format == "saved_model":
-        export_saved_model(ticket, args.output, test_data=test)
-    else:
-        quantize = None if args.quantize == "none" else args.quantize
-        representative = data.train[0][:500] if data and quantize == "int8" else None
-        export_tflite(ticket, args.output, quantize=quantize,
-                      representative_data=representative, test_data=test,
-                      sparse=not args.dense)
+    print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
+    options = {}
+    if args.quantize != "none" or args.dense:
+        options = {"quantize": None if args.quantize == "none" else args.quantize,
+                   "sparse": not args.dense}
+    if options.get("quantize") == "int8" and data:
+        options["representative_data"] = data.train[0][:500]
+    export_model(ticket, args.format, args.output, test_data=data.test if data else None, **options)
 
 
 def _report(args) -> None:
     result = SearchResult.load(args.run_dir)
     if not result.records:
-        raise FileNotFoundError(f"{args.run_dir} has no completed round yet")
+        raise NotARunDirectoryError(f"{args.run_dir} has no completed round yet")
     print(result.table())
-    paths = result.save(args.run_dir)
+    try:
+        paths = result.save(args.run_dir)
+    except OSError as error:
+        print(f"results not written ({error.strerror or error}): {args.run_dir} is not "
+              "writable; the table above is the report")
+        return
     print(f"results: {paths['csv']}, {paths['json']}, {paths['plot']}")
 
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="tf-lottery", description=__doc__.splitlines()[0])
+    main.add_argument("--traceback", action="store_true",
+                      help="print the full traceback of any error")
     commands = main.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run or resume the search a YAML config describes")
     run.add_argument("config", help="a YAML file of config keys (see examples/*.yaml)")
@@ -72,30 +83,47 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="results table and plot of a run directory")
     report.add_argument("run_dir")
     report.set_defaults(handler=_report)
-    export = commands.add_parser("export", help="export a round's ticket, verified")
-    export.add_argument("run_dir")
-    export.add_argument("--round", type=int, default=None,
-                        help="the round to export (default: the last completed one)")
-    export.add_argument("--trial", type=int, default=0)
-    export.add_argument("--format", choices=["tflite", "saved_model"], default="tflite")
-    export.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none",
-                        help="TFLite only: float32, dynamic-range or full-integer int8")
-    export.add_argument("--dense", action="store_true",
-                        help="TFLite only: store the weights dense (int8 of unstructured "
-                             "tickets needs it)")
-    export.add_argument("--output", default=None,
-                        help="a path that does not exist yet (default under saved_models/)")
-    export.set_defaults(handler=_export)
+    export_ = commands.add_parser("export", help="export a round's ticket, verified")
+    export_.add_argument("run_dir")
+    export_.add_argument("--round", type=int, default=None,
+                         help="the round to export (default: the last completed one)")
+    export_.add_argument("--trial", type=int, default=0)
+    export_.add_argument("--format", choices=list(FORMATS), default="tflite")
+    export_.add_argument("--quantize", choices=["none", *(q for q in QUANTIZE if q)],
+                         default="none",
+                         help="TFLite only: float32, dynamic-range or full-integer int8")
+    export_.add_argument("--dense", action="store_true",
+                         help="TFLite only: store the weights dense (int8 of unstructured "
+                              "tickets needs it)")
+    export_.add_argument("--output", default=None,
+                         help="a path that does not exist yet (default under saved_models/ "
+                              "in the working directory)")
+    export_.set_defaults(handler=_export)
     return main
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    prefix = f"tf-lottery {args.command}"
     try:
         args.handler(args)
-    except _USER_ERRORS as error:
-        print(f"tf-lottery {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print(f"\n{prefix}: interrupted. {_AFTERMATH[args.command]}", file=sys.stderr)
+        return 130
+    except TfLotteryError as error:
+        if args.traceback:
+            raise
+        print(f"{prefix}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full or read-only disk, a lock that is a directory, ...
+        if args.traceback:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"{prefix}: error: the operating system refused{where}: "
+              f"{error.strerror or error}. {_AFTERMATH[args.command]}", file=sys.stderr)
+        return 1
     return 0
 
 

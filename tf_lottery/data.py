@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import numbers
 import os
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from tf_lottery.errors import DataError
 
 # MD5 of the compressed files, as published with the datasets.
 MNIST_FILES = {
@@ -40,10 +43,6 @@ FASHION_MNIST_FILES = {
 EMBEDDED_MNIST_DIR = Path(__file__).resolve().parent.parent / "examples" / "data" / "mnist"
 _IMAGES_MAGIC = 0x00000803
 _LABELS_MAGIC = 0x00000801
-
-
-class DataError(ValueError):
-    """A dataset file is missing, damaged or not in IDX format."""
 
 
 def _verified_bytes(path: Path, md5: str) -> bytes:
@@ -170,8 +169,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     if name in _IMAGE_SHAPES:
         x_train = x_train.reshape((-1,) + _IMAGE_SHAPES[name])
         x_test = x_test.reshape((-1,) + _IMAGE_SHAPES[name])
-    if not 0 <= validation_size < len(x_train):
-        raise DataError(f"validation_size must be in [0, {len(x_train)}), got {validation_size}")
+    if isinstance(validation_size, bool) or not isinstance(validation_size, numbers.Integral) \
+            or not 0 <= validation_size < len(x_train):
+        raise DataError(f"validation_size must be a whole number in [0, {len(x_train)}), got "
+                        f"{validation_size!r}")
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(
+            train_size, numbers.Integral) or train_size < 1):
+        raise DataError(f"train_size must be a whole number >= 1 (or left out for all the "
+                        f"training data), got {train_size!r}")
     order = np.random.default_rng(seed).permutation(len(x_train))
     held, kept = order[:validation_size], order[validation_size:]
     if train_size is not None:

@@ -17,11 +17,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from tf_lottery.atomic import replacing
+from tf_lottery.errors import DamagedFileError
+
 MANIFEST = "SHA256SUMS"
-
-
-class DamagedFileError(ValueError):
-    """A file of a committed folder does not match its checksum, or is missing."""
 
 
 def _sha256(path: Path) -> str:
@@ -36,15 +35,22 @@ def _files(directory: Path):
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def write_manifest(directory: str | os.PathLike) -> None:
-    """Record the SHA-256 of every file below ``directory`` in ``directory/SHA256SUMS``."""
+def write_manifest(directory: str | os.PathLike, names=None) -> None:
+    """Record the SHA-256 of every file below ``directory`` (or of the files ``names``,
+    relative to it) in ``directory/SHA256SUMS``, atomically."""
     directory = Path(directory)
-    lines = [f"{_sha256(p)}  {p.relative_to(directory).as_posix()}" for p in _files(directory)]
-    (directory / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    files = _files(directory) if names is None else [directory / name for name in names]
+    lines = [f"{_sha256(p)}  {p.relative_to(directory).as_posix()}" for p in files]
+    with replacing(directory / MANIFEST) as staged:
+        staged.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def verify(directory: str | os.PathLike) -> None:
-    """Raise DamagedFileError naming the first file of ``directory`` that fails its checksum."""
+def verify(directory: str | os.PathLike, complete: bool = True) -> None:
+    """Raise DamagedFileError naming the first file of ``directory`` that fails its checksum.
+
+    ``complete``: the manifest covers the whole folder, so an unlisted file is damage too
+    (a committed round); else only the listed files are checked (a run directory's root).
+    """
     directory = Path(directory)
     manifest = directory / MANIFEST
     if not manifest.is_file():
@@ -63,6 +69,8 @@ def verify(directory: str | os.PathLike) -> None:
             raise DamagedFileError(
                 f"{path} does not match its checksum in {manifest}: it was truncated or "
                 "altered. Restore it from a backup; tf_lottery will not use or overwrite it.")
+    if not complete:
+        return
     extra = [p for p in _files(directory) if p.relative_to(directory).as_posix() not in expected]
     if extra:
         raise DamagedFileError(f"{extra[0]} is not listed in {manifest}: the folder was altered")

@@ -1,9 +1,18 @@
-"""Masks and the strategies that choose them: small pure functions over NumPy arrays.
+"""Masks and the criteria that choose them: small pure functions over NumPy arrays.
 
 A mask set maps a prunable weight's path (``"dense/kernel"``) to a boolean array of the
-weight's shape: True keeps the weight, False prunes it. Every strategy only ever removes
+weight's shape: True keeps the weight, False prunes it. Every round only ever removes
 weights: it chooses the survivors of the next round among the survivors of this one, so
 masks are nested from round to round.
+
+A *criterion* is one registered function that scores the weights of one tensor, given its
+trained values, its values at the rewind point and a random generator; the highest scores
+survive. Selection (per layer or one threshold over all) and block structure
+(``block_size``) apply to any criterion. A new criterion is one function::
+
+    @criterion("magnitude_increase")
+    def magnitude_increase(trained, initial, rng):
+        return np.abs(trained) - np.abs(initial)     # Zhou et al. 2019
 
 Example::
 
@@ -17,15 +26,47 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from tf_lottery.atomic import replacing
+from tf_lottery.checks import one_of, whole_number
 
-CRITERIA = ("magnitude", "random")
 SCOPES = ("layer", "global")
+CRITERIA: dict[str, Callable] = {}
+
+
+def criterion(name: str):
+    """Register ``score(trained, initial, rng) -> scores`` as the criterion ``name``.
+
+    ``trained`` and ``initial`` are float64 arrays of one weight tensor (``initial``: its
+    values at the rewind point), ``rng`` a ``numpy.random.Generator`` seeded per round.
+    The returned array has the weight's shape; higher scores survive.
+    """
+    def register(score: Callable) -> Callable:
+        CRITERIA[name] = score
+        return score
+    return register
+
+
+@criterion("magnitude")
+def magnitude_scores(trained, initial, rng):
+    """Frankle & Carbin 2019: keep the largest trained weights."""
+    return np.abs(trained)
+
+
+@criterion("magnitude_increase")
+def magnitude_increase_scores(trained, initial, rng):
+    """Zhou et al. 2019: keep the weights whose magnitude grew most in training."""
+    return np.abs(trained) - np.abs(initial)
+
+
+@criterion("random")
+def random_scores(trained, initial, rng):
+    """Random survivors at the same sparsity: the random-pruning control."""
+    return rng.random(np.shape(trained))
 
 
 class Masks(Mapping):
@@ -102,8 +143,6 @@ def _select(scores: Mapping[str, np.ndarray], alive: Mapping[str, np.ndarray],
         return {key: _keep_top(scores[key], alive[key],
                                kept_count(scores[key].size, kept_fractions[key]))
                 for key in scores}
-    if scope != "global":
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     keys = list(scores)
     total = sum(kept_count(scores[key].size, kept_fractions[key]) for key in keys)
     joint = _keep_top(np.concatenate([scores[k].ravel() for k in keys]),
@@ -118,26 +157,6 @@ def _kept_fractions(masks: Mapping[str, np.ndarray], sparsity: Mapping[str, floa
     if missing:
         raise KeyError(f"no target sparsity for {sorted(missing)}")
     return {key: 1.0 - sparsity[key] for key in masks}
-
-
-def magnitude(weights, masks, sparsity, scope: str = "layer") -> Masks:
-    """Keep the largest-magnitude surviving weights, down to the target ``sparsity`` per path.
-
-    ``scope="layer"`` meets each path's target on its own; ``scope="global"`` applies one
-    magnitude threshold over all paths, keeping as many weights in total as the per-path
-    targets add up to, so layers end up with different sparsities.
-    """
-    fractions = _kept_fractions(masks, sparsity)
-    scores = {key: np.abs(np.asarray(weights[key], dtype=np.float64)) for key in masks}
-    return Masks(_select(scores, masks, fractions, scope))
-
-
-def random_pruning(masks, sparsity, seed: int, scope: str = "layer") -> Masks:
-    """Random survivors at the target ``sparsity`` (the random-pruning control)."""
-    rng = np.random.default_rng(seed)
-    fractions = _kept_fractions(masks, sparsity)
-    scores = {key: rng.random(np.shape(masks[key])) for key in masks}
-    return Masks(_select(scores, masks, fractions, scope))
 
 
 def _blocks(array: np.ndarray, block_size: int) -> np.ndarray:
@@ -158,33 +177,53 @@ def _unblock(block_mask: np.ndarray, block_size: int, shape: tuple) -> np.ndarra
     return expanded[..., :shape[-2], :]
 
 
-def block_magnitude(weights, masks, sparsity, block_size: int, scope: str = "layer") -> Masks:
-    """Magnitude pruning of whole blocks of ``block_size`` weights along the input dimension.
+def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope: str = "layer",
+               block_size: int = 1, seed: int = 0, initial=None) -> Masks:
+    """The masks of the next round: the survivors of ``masks`` that ``criterion`` scores
+    highest, down to the target ``sparsity`` per path.
 
-    A block is ``block_size`` consecutive weights along a kernel's input axis (axis -2: the
-    rows of a Dense kernel, the input channels of a convolution) for one output unit: the
-    layout TFLite's sparse FullyConnected kernels accelerate (1x4 float, 1x16 int8). A
-    block's score is the summed magnitude of its surviving weights; ``sparsity`` is met in
-    blocks, so the weights kept are within one block of the target.
+    ``weights`` are the trained values and ``initial`` the rewind point's (path -> array;
+    needed by criteria that compare the two). ``scope="layer"`` meets each path's target on
+    its own; ``scope="global"`` keeps the highest scores over all paths, as many weights in
+    total as the per-path targets add up to. ``block_size > 1`` prunes whole blocks of
+    ``block_size`` weights along a kernel's input axis (axis -2: the rows of a Dense
+    kernel, the input channels of a convolution) for one output unit, the layout TFLite's
+    sparse kernels accelerate (1x4 float, 1x16 int8); a block scores the sum of its
+    surviving weights' scores and targets are met in blocks.
     """
+    score = CRITERIA[one_of(criterion, "criterion", CRITERIA)]
+    one_of(scope, "scope", SCOPES)
+    block_size = whole_number(block_size, "block_size")
     fractions = _kept_fractions(masks, sparsity)
+    rng = np.random.default_rng(seed)
     scores, alive = {}, {}
     for key in masks:
-        survivors = np.abs(np.asarray(weights[key], dtype=np.float64)) * masks[key]
-        scores[key] = _blocks(survivors, block_size).sum(axis=-2)
-        alive[key] = _blocks(np.asarray(masks[key]), block_size).any(axis=-2)
+        trained = np.asarray(weights[key], dtype=np.float64)
+        start = None if initial is None else np.asarray(initial[key], dtype=np.float64)
+        scores[key] = np.asarray(score(trained, start, rng), dtype=np.float64)
+        alive[key] = np.asarray(masks[key])
+        if block_size > 1:
+            scores[key] = _blocks(scores[key] * alive[key], block_size).sum(axis=-2)
+            alive[key] = _blocks(alive[key], block_size).any(axis=-2)
     chosen = _select(scores, alive, fractions, scope)
-    return Masks({key: _unblock(chosen[key], block_size, masks[key].shape) & masks[key]
-                  for key in masks})
-
-
-def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope: str = "layer",
-               block_size: int = 1, seed: int = 0) -> Masks:
-    """The masks of the next round, by the named criterion (what the round controller calls)."""
-    if criterion == "random":
-        return random_pruning(masks, sparsity, seed=seed, scope=scope)
-    if criterion != "magnitude":
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if block_size > 1:
-        return block_magnitude(weights, masks, sparsity, block_size, scope=scope)
-    return magnitude(weights, masks, sparsity, scope=scope)
+        chosen = {key: _unblock(chosen[key], block_size, masks[key].shape) & masks[key]
+                  for key in masks}
+    return Masks(chosen)
+
+
+def magnitude(weights, masks, sparsity, scope: str = "layer") -> Masks:
+    """Keep the largest-magnitude surviving weights, down to the target ``sparsity`` per path."""
+    return next_masks(weights, masks, sparsity, criterion="magnitude", scope=scope)
+
+
+def random_pruning(masks, sparsity, seed: int, scope: str = "layer") -> Masks:
+    """Random survivors at the target ``sparsity`` (the random-pruning control)."""
+    shapes = {key: np.zeros(np.shape(mask)) for key, mask in masks.items()}
+    return next_masks(shapes, masks, sparsity, criterion="random", scope=scope, seed=seed)
+
+
+def block_magnitude(weights, masks, sparsity, block_size: int, scope: str = "layer") -> Masks:
+    """Magnitude pruning of whole blocks of ``block_size`` weights along the input dimension."""
+    return next_masks(weights, masks, sparsity, criterion="magnitude", scope=scope,
+                      block_size=block_size)

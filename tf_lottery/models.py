@@ -1,41 +1,53 @@
-"""The paper's architectures as tf_keras models, with its Gaussian Glorot initialisation.
+"""The paper's architectures, with its Gaussian Glorot initialisation, for either Keras.
 
 Lenet-300-100 for MNIST-sized inputs and Conv-2/4/6 (Frankle & Carbin, figure 2) for
-CIFAR-10-sized ones. ``build(name, ...)`` looks them up by the names configs use.
+CIFAR-10-sized ones, built with tf_keras (``keras=2``, the default) or Keras 3
+(``keras=3``). ``build(name, ...)`` looks them up by the names configs use.
 
 Example::
 
-    model = build("conv4", input_shape=(32, 32, 3), classes=10, seed=0)
+    model = build("conv4", input_shape=(32, 32, 3), classes=10, seed=0, keras=3)
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
+import importlib
 
-from tf_lottery._compat import keras
+from tf_lottery.checks import did_you_mean, one_of
+from tf_lottery.errors import SettingError
+
+KERAS_MODULES = {2: "tf_keras", 3: "keras"}
 
 
-def _initializer(seed, index):
+def keras_module(version: int = 2):
+    """The Keras package of ``version``: 2 is tf_keras, 3 is Keras 3."""
+    return importlib.import_module(KERAS_MODULES[one_of(version, "keras", KERAS_MODULES)])
+
+
+def _initializer(keras, seed, index):
     return keras.initializers.GlorotNormal(seed=None if seed is None else seed * 1000 + index)
 
 
-def lenet_300_100(input_shape=(784,), classes: int = 10, seed: int | None = None):
+def lenet_300_100(input_shape=(784,), classes: int = 10, seed: int | None = None,
+                  keras: int = 2):
     """Lenet-300-100: fully connected 300-100-classes, ReLU, logits out.
 
     Example::
 
-        model = lenet_300_100(seed=0)   # layers hidden_1, hidden_2, output
+        model = lenet_300_100(seed=0, keras=3)   # layers hidden_1, hidden_2, output
     """
+    keras = keras_module(keras)
     layers = [keras.Input(shape=tuple(input_shape), name="input")]
     if len(input_shape) > 1:
         layers.append(keras.layers.Flatten(name="flatten"))
     layers += [
-        keras.layers.Dense(300, activation="relu", kernel_initializer=_initializer(seed, 0),
-                           name="hidden_1"),
-        keras.layers.Dense(100, activation="relu", kernel_initializer=_initializer(seed, 1),
-                           name="hidden_2"),
-        keras.layers.Dense(classes, kernel_initializer=_initializer(seed, 2), name="output"),
+        keras.layers.Dense(300, activation="relu",
+                           kernel_initializer=_initializer(keras, seed, 0), name="hidden_1"),
+        keras.layers.Dense(100, activation="relu",
+                           kernel_initializer=_initializer(keras, seed, 1), name="hidden_2"),
+        keras.layers.Dense(classes, kernel_initializer=_initializer(keras, seed, 2),
+                           name="output"),
     ]
     return keras.Sequential(layers, name="lenet_300_100")
 
@@ -43,9 +55,11 @@ def lenet_300_100(input_shape=(784,), classes: int = 10, seed: int | None = None
 _CONV_BLOCKS = {"conv2": (64,), "conv4": (64, 128), "conv6": (64, 128, 256)}
 
 
-def conv_net(name: str, input_shape=(32, 32, 3), classes: int = 10, seed: int | None = None):
+def conv_net(name: str, input_shape=(32, 32, 3), classes: int = 10, seed: int | None = None,
+             keras: int = 2):
     """Conv-2, Conv-4 or Conv-6: blocks of two 3x3 convolutions and a 2x2 max-pool, then
     fully connected 256-256-classes (layers conv_1.., fc_1, fc_2, output)."""
+    keras = keras_module(keras)
     layers = [keras.Input(shape=tuple(input_shape), name="input")]
     index = 0
     for block, filters in enumerate(_CONV_BLOCKS[name]):
@@ -53,14 +67,14 @@ def conv_net(name: str, input_shape=(32, 32, 3), classes: int = 10, seed: int | 
             index += 1
             layers.append(keras.layers.Conv2D(
                 filters, 3, padding="same", activation="relu",
-                kernel_initializer=_initializer(seed, index), name=f"conv_{index}"))
+                kernel_initializer=_initializer(keras, seed, index), name=f"conv_{index}"))
         layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{block + 1}"))
     layers.append(keras.layers.Flatten(name="flatten"))
     for fc in (1, 2):
         layers.append(keras.layers.Dense(256, activation="relu",
-                                         kernel_initializer=_initializer(seed, 100 + fc),
+                                         kernel_initializer=_initializer(keras, seed, 100 + fc),
                                          name=f"fc_{fc}"))
-    layers.append(keras.layers.Dense(classes, kernel_initializer=_initializer(seed, 200),
+    layers.append(keras.layers.Dense(classes, kernel_initializer=_initializer(keras, seed, 200),
                                      name="output"))
     return keras.Sequential(layers, name=name)
 
@@ -69,10 +83,9 @@ MODELS = {"lenet_300_100": lenet_300_100,
           **{name: functools.partial(conv_net, name) for name in _CONV_BLOCKS}}
 
 
-def build(name: str, input_shape, classes: int, seed: int | None = None):
+def build(name: str, input_shape, classes: int, seed: int | None = None, keras: int = 2):
     """The zoo model ``name`` for inputs of ``input_shape`` and ``classes`` outputs."""
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Known: {', '.join(MODELS)}")
-    return MODELS[name](input_shape=tuple(input_shape), classes=classes, seed=seed)
+        raise SettingError(f"unknown model {name!r}.{did_you_mean(name, MODELS)} "
+                           f"Known: {', '.join(MODELS)}")
+    return MODELS[name](input_shape=tuple(input_shape), classes=classes, seed=seed, keras=keras)

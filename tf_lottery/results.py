@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from tf_lottery.atomic import replacing
+from tf_lottery.controls import CONTROLS
+from tf_lottery.errors import NotARunDirectoryError
 from tf_lottery.rundir import RunDirectory, read_json, write_atomic, write_json
 
-VARIANTS = ("ticket", "random_reinit", "random_pruning")
-_LABELS = {"ticket": "winning ticket", "random_reinit": "random reinit",
-           "random_pruning": "random pruning"}
+VARIANTS = ("ticket", *CONTROLS)
+_LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.items()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +64,9 @@ class SearchResult:
         """The committed rounds of a finished or partial search, checksums checked first
         (a running search, which checked them at its start, passes ``verify=False``)."""
         run = RunDirectory(run_dir)
-        if not (run.path / "config.json").is_file():
-            raise FileNotFoundError(f"{run.path} is not a tf_lottery run directory "
-                                    "(it has no config.json)")
+        if not (run.path / run.CONFIG).is_file():
+            raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory "
+                                        f"(it has no {run.CONFIG})")
         if verify:
             run.verify()
         records = []

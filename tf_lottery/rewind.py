@@ -15,21 +15,21 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import _compat
 from tf_lottery.atomic import replacing
-from tf_lottery.integrity import DamagedFileError, verify, write_manifest
-
-
-class RewindCheckpointError(DamagedFileError):
-    """A rewind checkpoint is missing, damaged, or belongs to a different model."""
-
+from tf_lottery.engines import engine_for
+from tf_lottery.errors import (
+    AlreadyExistsError,
+    DamagedFileError,
+    RewindCheckpointError,
+    SettingTypeError,
+)
+from tf_lottery.integrity import verify, write_manifest
 
 _CHECKPOINT_PREFIX = "weights"
 
@@ -43,22 +43,20 @@ class RewindPoint:
 
     @classmethod
     def capture(cls, model, step: int) -> "RewindPoint":
-        return cls({path: var.numpy() for path, var in _compat.model_weights(model).items()},
-                   step)
+        weights = engine_for(model).model_weights(model)
+        return cls({path: var.numpy() for path, var in weights.items()}, step)
 
     @classmethod
     def fresh_draw(cls, model, seed: int) -> "RewindPoint":
         """New initial weights for ``model``: every layer's initializers drawn again, seeded
         by ``seed`` (the random-reinitialisation control). ``model`` is left untouched."""
-        config = _reseeded(model.get_config(), itertools.count(seed * 100_003))
-        clone = type(model).from_config(config)
-        return cls.capture(clone, step=0)
+        return cls.capture(engine_for(model).reseeded_clone(model, seed), step=0)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write a TF checkpoint into ``directory`` atomically; an existing one is refused."""
         directory = Path(directory)
         if directory.exists():
-            raise FileExistsError(
+            raise AlreadyExistsError(
                 f"{directory} already holds a rewind point; it is never overwritten. Choose "
                 "another checkpoint directory, or remove it if it is no longer wanted.")
         with replacing(directory, keep_existing=True) as staging:
@@ -81,7 +79,7 @@ class RewindPoint:
             verify(directory)
         except DamagedFileError as error:
             raise RewindCheckpointError(str(error)) from error
-        expected = _compat.model_weights(model)
+        expected = engine_for(model).model_weights(model)
         variables = {path: tf.Variable(tf.zeros(var.shape, var.dtype))
                      for path, var in expected.items()}
         step = tf.Variable(0, dtype=tf.int64)
@@ -97,7 +95,7 @@ class RewindPoint:
 
     def restore(self, model, masks) -> None:
         """Set every layer weight to its rewind value; weights pruned by ``masks`` become 0."""
-        for path, variable in _compat.model_weights(model).items():
+        for path, variable in engine_for(model).model_weights(model).items():
             variable.assign(masked(self.values[path], masks.get(path)))
 
 
@@ -115,21 +113,6 @@ def save_rewind_point(model, checkpoint_dir, step: int) -> RewindPoint:
 
 def load_rewind_point(checkpoint_dir, step: int, model) -> RewindPoint:
     return RewindPoint.load(rewind_point_dir(checkpoint_dir, step), model)
-
-
-def _reseeded(config, seeds):
-    """``config`` with a new seed from ``seeds`` in every seedable ``*_initializer``."""
-    if isinstance(config, list):
-        return [_reseeded(item, seeds) for item in config]
-    if not isinstance(config, dict):
-        return config
-    out = {}
-    for key, value in config.items():
-        if key.endswith("_initializer") and isinstance(value, dict) and \
-                "seed" in value.get("config", {}):
-            value = dict(value, config=dict(value["config"], seed=next(seeds)))
-        out[key] = _reseeded(value, seeds)
-    return out
 
 
 def masked(value: np.ndarray, mask) -> np.ndarray:
@@ -150,13 +133,14 @@ class OptimizerReset:
     """
 
     def __init__(self, optimizer, trainable_variables):
+        engine = engine_for(optimizer)
         self.optimizer = optimizer
         fresh = type(optimizer).from_config(optimizer.get_config())
         fresh_values = [var.numpy() for var in
-                        _compat.optimizer_variables(fresh, trainable_variables)]
-        self.variables = _compat.optimizer_variables(optimizer, trainable_variables)
+                        engine.optimizer_variables(fresh, trainable_variables)]
+        self.variables = engine.optimizer_variables(optimizer, trainable_variables)
         if len(self.variables) != len(fresh_values):
-            raise TypeError(f"cannot reset {type(optimizer).__name__}: a fresh copy has a "
+            raise SettingTypeError(f"cannot reset {type(optimizer).__name__}: a fresh copy has a "
                             "different set of variables")
         self._initial = list(zip(self.variables, fresh_values))
 

@@ -5,6 +5,8 @@ Layout::
     RUN_DIR/
       config.json                   what the search was started with (compared on resume)
       model.json                    the architecture, to rebuild the model for export
+      run_config.yaml               the YAML config of a ``tf-lottery run`` (for export)
+      SHA256SUMS                    checksums of the files above, checked before use
       lock                          held (flock) by the process running the search
       trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
       trial_0/in_progress/epoch_N/  the training under way, saved at every epoch end
@@ -28,15 +30,12 @@ import re
 import shutil
 from pathlib import Path
 
-from tf_lottery._compat import keras
 from tf_lottery.atomic import replacing
+from tf_lottery.engines import engine_named
+from tf_lottery.errors import DamagedFileError, RunDirectoryError
 from tf_lottery.integrity import verify, write_manifest
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindPoint
-
-
-class RunDirectoryError(RuntimeError):
-    """The run directory cannot be used as asked (another config, another process)."""
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -56,7 +55,12 @@ def write_json(path: str | os.PathLike, value) -> None:
 
 
 def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The JSON in ``path``; an unreadable file is a DamagedFileError that names it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedFileError(f"{path} is not valid JSON ({error}): it was truncated or "
+                               "altered. Restore it from a backup.") from error
 
 
 def _differences(old, new, prefix=""):
@@ -107,22 +111,29 @@ class RunDirectory:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def adopt_config(self, config: dict, model_json: str) -> None:
-        """Record ``config`` in a new directory, or check it equals the recorded one."""
-        recorded = self.path / "config.json"
-        if recorded.is_file():
-            differences = _differences(read_json(recorded), json.loads(to_json(config)))
+    CONFIG = "config.json"
+    MODEL = "model.json"
+
+    def adopt(self, config: dict, files: dict) -> None:
+        """Record ``config`` and ``files`` (name -> text) in a new directory, with their
+        checksums; or, in one holding a search, check that its files are intact and its
+        config equals ``config``."""
+        if (self.path / self.CONFIG).is_file():
+            verify(self.path, complete=False)
+            differences = _differences(self.config(), json.loads(to_json(config)))
             if differences:
                 raise RunDirectoryError(
                     f"{self.path} holds a search with another config; resuming it with this "
                     "one would mix two experiments. Use a new run directory, or the recorded "
                     "settings. Differences:\n  " + "\n  ".join(differences))
             return
-        write_atomic(self.path / "model.json", model_json)
-        write_json(recorded, config)
+        for name, text in files.items():
+            write_atomic(self.path / name, text)
+        write_json(self.path / self.CONFIG, config)
+        write_manifest(self.path, names=[self.CONFIG, *files])
 
     def config(self) -> dict:
-        return read_json(self.path / "config.json")
+        return read_json(self.path / self.CONFIG)
 
     def trial(self, trial: int) -> Path:
         return self.path / f"trial_{trial}"
@@ -151,7 +162,9 @@ class RunDirectory:
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def verify(self) -> None:
-        """Check every committed round and rewind checkpoint against its checksums."""
+        """Check the config files, every committed round and rewind checkpoint against
+        their checksums."""
+        verify(self.path, complete=False)
         for trial in self.trials():
             for round_index in range(self.completed_rounds(trial)):
                 verify(self.round(trial, round_index))
@@ -159,7 +172,7 @@ class RunDirectory:
                 verify(rewind_point)
 
     def ticket(self, trial: int = 0, round_index: int | None = None):
-        """The plain tf_keras model of a committed round's ticket: its architecture from
+        """The plain Keras model of a committed round's ticket: its architecture from
         model.json, its trained weights, pruned weights exactly 0. Returns (model, round)."""
         done = self.completed_rounds(trial)
         if done == 0:
@@ -169,8 +182,10 @@ class RunDirectory:
             raise RunDirectoryError(f"round {round_index} is not completed in "
                                     f"{self.trial(trial)}; completed: 0 to {done - 1}")
         folder = self.round(trial, round_index)
+        verify(self.path, complete=False)
         verify(folder)
-        model = keras.models.model_from_json((self.path / "model.json").read_text())
+        engine = engine_named(self.config().get("engine", "tf_keras"))
+        model = engine.from_json((self.path / self.MODEL).read_text(encoding="utf-8"))
         RewindPoint.load(folder / "ticket" / "weights", model).restore(
             model, Masks.load(folder / "ticket" / "masks.npz"))
         return model, round_index

@@ -1,4 +1,9 @@
-"""RewindingSchedule: the round structure of iterative magnitude pruning as a TF-MOT schedule."""
+"""RewindingSchedule: the round structure of iterative magnitude pruning.
+
+Engine-neutral: the tf_keras engine registers it as a TF-MOT ``PruningSchedule`` (it has
+that class's interface), without tf_lottery importing TF-MOT before a tf_keras model is
+given.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,12 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from tf_lottery._compat import PruningSchedule
-
-
-def _check_rate(rate, what: str) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-        raise ValueError(
-            f"{what} must be a fraction strictly between 0 and 1 (0.2 prunes 20% of the "
-            f"surviving weights per round), got {rate!r}")
-    return float(rate)
-
-
-def _check_count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
-    return value
+from tf_lottery.checks import fraction, rate_table, whole_number
 
 
 @dataclasses.dataclass(frozen=True, eq=True)
-class RewindingSchedule(PruningSchedule):
-    """Round boundaries and per-round sparsity of an IMP run; a TF-MOT ``PruningSchedule``.
+class RewindingSchedule:
+    """Round boundaries and per-round sparsity of an IMP run (a TF-MOT ``PruningSchedule``).
 
     Training runs ``rounds + 1`` rounds of ``steps_per_round`` steps each: round 0 trains the
     dense network, and at the end of rounds 0 .. rounds-1 a layer loses ``prune_rate`` of its
@@ -53,16 +44,20 @@ class RewindingSchedule(PruningSchedule):
     layer_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        _check_count(self.rounds, "rounds")
-        _check_count(self.steps_per_round, "steps_per_round")
-        object.__setattr__(self, "prune_rate", _check_rate(self.prune_rate, "prune_rate"))
-        rates = {str(name): _check_rate(rate, f"layer_rates[{name!r}]")
-                 for name, rate in dict(self.layer_rates).items()}
-        object.__setattr__(self, "layer_rates", MappingProxyType(rates))
+        object.__setattr__(self, "rounds", whole_number(self.rounds, "rounds"))
+        object.__setattr__(self, "steps_per_round",
+                           whole_number(self.steps_per_round, "steps_per_round"))
+        object.__setattr__(self, "prune_rate", fraction(self.prune_rate, "prune_rate"))
+        object.__setattr__(self, "layer_rates",
+                           MappingProxyType(rate_table(self.layer_rates, "layer_rates")))
 
     def __hash__(self):
         return hash((self.rounds, self.steps_per_round, self.prune_rate,
                      tuple(sorted(self.layer_rates.items()))))
+
+    def __reduce__(self):  # copy and pickle through the constructor (a mappingproxy cannot)
+        return (type(self), (self.rounds, self.steps_per_round, self.prune_rate,
+                             dict(self.layer_rates)))
 
     @property
     def total_steps(self) -> int:
@@ -72,6 +67,18 @@ class RewindingSchedule(PruningSchedule):
     def rate(self, layer_name: str) -> float:
         """The fraction of surviving weights ``layer_name`` loses at each round end."""
         return self.layer_rates.get(layer_name, self.prune_rate)
+
+    def path_rate(self, path: str) -> float:
+        """The rate of the weight at ``path`` (``"block/dense/kernel"``): that of the
+        innermost layer on the path that ``layer_rates`` names, else ``prune_rate``."""
+        for name in reversed(path.split("/")[:-1]):
+            if name in self.layer_rates:
+                return self.layer_rates[name]
+        return self.prune_rate
+
+    def path_sparsity(self, path: str, round_index: int) -> float:
+        """The target sparsity of the weight at ``path`` while round ``round_index`` trains."""
+        return 1.0 - (1.0 - self.path_rate(path)) ** self._clamp(round_index)
 
     def kept_fraction(self, layer_name: str, round_index: int) -> float:
         """The fraction of ``layer_name``'s weights kept while round ``round_index`` trains."""

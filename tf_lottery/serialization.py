@@ -1,17 +1,21 @@
-"""Saving and loading wrapped models with their RewindingSchedule as an object."""
+"""Loading saved LotteryModels back, masks, schedule, round history and position included."""
 
 from __future__ import annotations
 
-from tf_lottery._compat import PruneLowMagnitude, keras
-from tf_lottery.schedule import RewindingSchedule
-from tf_lottery.wrap import LotteryModel
+import json
+import zipfile
+from pathlib import Path
+
+from tf_lottery.engines import engine_named
+from tf_lottery.errors import SettingError
 
 
 def custom_object_scope():
-    """A scope in which saved tf_lottery models (``.keras`` and SavedModel) load back.
+    """A tf_keras scope in which saved tf_keras LotteryModels (``.keras``, SavedModel) load.
 
     TF-MOT's own ``prune_scope()`` turns a custom schedule into a string; under this scope
-    each wrapper gets its RewindingSchedule back, and a LotteryModel its round position.
+    each wrapper gets its RewindingSchedule back, and a LotteryModel its rounds. (Keras 3
+    LotteryModels need no scope: their classes are registered with Keras.)
 
     Example::
 
@@ -19,14 +23,31 @@ def custom_object_scope():
         with tfl.custom_object_scope():
             restored = tf_keras.models.load_model("pruned.keras")
     """
-    return keras.utils.custom_object_scope({
-        "PruneLowMagnitude": PruneLowMagnitude,
-        "RewindingSchedule": RewindingSchedule,
-        "LotteryModel": LotteryModel,
-    })
+    engine = engine_named("tf_keras")
+    return engine.keras.utils.custom_object_scope(engine.custom_objects())
+
+
+def saved_by(path) -> str:
+    """The engine that saved the model at ``path``: a ``.keras`` file names its Keras
+    version; a SavedModel directory is tf_keras's."""
+    path = Path(path)
+    if path.is_dir():
+        return "tf_keras"
+    if not zipfile.is_zipfile(path):
+        raise SettingError(f"{path} is not a saved Keras model (a .keras file or a "
+                           "SavedModel directory)")
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("metadata.json"))
+    return "keras3" if str(metadata.get("keras_version", "")).startswith("3.") else "tf_keras"
 
 
 def load_model(path, **kwargs):
-    """``tf_keras.models.load_model`` under :func:`custom_object_scope`."""
-    with custom_object_scope():
-        return keras.models.load_model(path, **kwargs)
+    """Load a saved model with its Keras (tf_keras or Keras 3), LotteryModels included.
+
+    Example::
+
+        pruned.save("pruned.keras")
+        restored = tfl.load_model("pruned.keras")
+        restored.imp_step, restored.rounds, restored.masks
+    """
+    return engine_named(saved_by(path)).load_model(path, **kwargs)

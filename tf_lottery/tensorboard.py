@@ -26,9 +26,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from tf_lottery import _compat
+from tf_lottery.callbacks import RoundCallback
 from tf_lottery.masks import Masks
-from tf_lottery.wrap import RoundCallback
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,18 +91,13 @@ def _hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
-def surviving_weights(model) -> dict:
-    """Path -> current value of every weight a TF-MOT wrapper masks."""
-    return {path: p.weight.numpy() for path, p in _compat.pruned_weights(model).items()}
-
-
 class TensorBoardRounds(RoundCallback):
     """Round-level summaries for ``LotteryModel.fit``: pass it in ``callbacks``.
 
     At every round end it writes, with the round as the step: weights remaining, the
     round's last Keras metrics, per-layer sparsity, mask overlap with the previous round
-    and histograms of the surviving weights. Keras' own curves stay with
-    ``tf_keras.callbacks.TensorBoard``.
+    and histograms of the surviving weights. Keras' own curves stay with Keras's
+    ``callbacks.TensorBoard``.
     """
 
     def __init__(self, log_dir: str | os.PathLike):
@@ -114,7 +108,7 @@ class TensorBoardRounds(RoundCallback):
     def on_round_end(self, round_index, logs):
         masks = self.model.masks
         self.writer.write_round(round_index, logs, masks, self._previous,
-                                surviving_weights(self.model))
+                                self.model.masked_weights())
         self._previous = masks
 
 
@@ -129,9 +123,9 @@ class SearchSummaries:
         self.config, self.hparams = config, hparams
         self._writers = {}
 
-    def keras_callback(self, trial: int, variant: str, round_index: int):
-        """Keras' TensorBoard callback for one training, in its own run."""
-        return _compat.keras.callbacks.TensorBoard(
+    def keras_callback(self, engine, trial: int, variant: str, round_index: int):
+        """Keras' TensorBoard callback (of ``engine``'s Keras) for one training, in its own run."""
+        return engine.keras.callbacks.TensorBoard(
             self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}",
             write_graph=False, profile_batch=0)
 

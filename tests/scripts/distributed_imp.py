@@ -23,7 +23,9 @@ if mode != "multi_worker":
 import tf_keras as keras  # noqa: E402
 
 import tf_lottery as tfl  # noqa: E402
-from tf_lottery import _compat  # noqa: E402
+from tf_lottery.engines import engine_named  # noqa: E402
+
+ENGINE = engine_named("tf_keras")
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy() if mode == "multi_worker" else \
     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -56,7 +58,7 @@ if mode == "search":
 schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
 with strategy.scope():
     model = build()
-    theta0 = {k: v.numpy() for k, v in _compat.model_weights(model).items()}
+    theta0 = {k: v.numpy() for k, v in ENGINE.model_weights(model).items()}
     pruned = tfl.prune_with_rewinding(model, schedule, checkpoint_dir=directory)
     pruned.compile(keras.optimizers.Adam(1e-2),
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -71,9 +73,9 @@ class Probe(keras.callbacks.Callback):
         if step not in (4, 8) or str(step) in report["rounds"]:
             return
         masks = {p: [v.numpy() != 0 for v in w.mask.values]
-                 for p, w in _compat.pruned_weights(pruned).items()}
+                 for p, w in ENGINE.pruned_weights(pruned).items()}
         entry = {}
-        for path, variable in _compat.model_weights(pruned).items():
+        for path, variable in ENGINE.model_weights(pruned).items():
             replicas = [v.numpy() for v in variable.values]
             keep = masks[path][0] if path in masks else np.ones_like(replicas[0], bool)
             entry[path] = {

@@ -1,0 +1,192 @@
+"""The engine contract: everything that depends on which Keras trains the model.
+
+tf_lottery runs IMP on two Kerases: tf_keras (Keras 2), where TF-MOT's pruning wrappers
+hold the masks (``engines/tfmot.py``), and Keras 3, where masks are variables enforced
+through each pruned weight's constraint (``engines/keras3.py``). Masks, schedule, rounds,
+rewind points, the search, results, TensorBoard and export speak only to an ``Engine``,
+never to a Keras or to TF-MOT directly. A third engine is a subclass that fills in the
+abstract methods below and an entry in ``tf_lottery.engines.ENGINES``;
+:func:`tf_lottery.engines.engine_for` picks the engine of a model's Keras.
+
+What an engine provides:
+
+- models: ``check_model`` (can it be pruned at all?),
+  ``layers`` (every layer with its path prefix, nested models descended, each once),
+  ``model_weights`` (every weight by path, ``"hidden_1/kernel"``: what a rewind restores),
+  ``default_prunable`` (the weights of a layer pruned unless the user says otherwise),
+  ``is_supported``;
+- masking: ``prepare`` (a :class:`~tf_lottery.wrap.LotteryModel` that trains ``model``'s
+  own weights under masks, all ones at first), ``pruned_weights`` (path ->
+  :class:`PrunedWeight`: the weight and its 0/1 mask variable), ``strip`` (a plain model
+  with its own copy of the weights, masks applied);
+- training: ``step_counter`` (optimizer steps, once per step whatever the topology),
+  ``fit_callbacks`` (what every fit of a prepared model needs), ``optimizer_variables`` (every slot and the step counter, created if
+  needed), ``steps_per_execution``, ``set_random_seed``;
+- architecture: ``to_json`` / ``from_json`` and ``clone`` / ``reseeded_clone`` (a copy
+  with every initializer drawn again: the random-reinit control).
+
+Weights and masks are read with ``variable.numpy()`` and written with
+``variable.assign(array)`` between steps, which both Kerases support on every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+
+class PrunedWeight(NamedTuple):
+    """One masked weight of a prepared model."""
+
+    layer_name: str  # the owning layer's own name, as RewindingSchedule.layer_rates uses it
+    weight: object   # the layer's weight variable (the float32 master under mixed precision)
+    mask: object     # the 0/1 mask variable of the weight's shape
+
+
+class Engine(abc.ABC):
+    """One Keras (and its masking machinery) behind tf_lottery's engine-neutral code."""
+
+    name: str = ""  # "tf_keras", "keras3": what errors and the run directory call it
+
+    @property
+    @abc.abstractmethod
+    def keras(self):
+        """The Keras module models of this engine are built with."""
+
+    # --- models -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def check_model(self, model) -> None:
+        """Raise an error naming the cause and the fix unless ``model`` can be pruned."""
+
+    @abc.abstractmethod
+    def layers(self, model) -> list:
+        """``(path prefix, layer)`` for every layer, nested models descended, each once."""
+
+    @abc.abstractmethod
+    def layer_weights(self, layer) -> list:
+        """``(short name, variable)`` of a layer's own weights (never tf_lottery's masks)."""
+
+    @abc.abstractmethod
+    def default_prunable(self, layer) -> list:
+        """The variables of ``layer`` that are pruned by default (kernels, embeddings)."""
+
+    @abc.abstractmethod
+    def is_supported(self, layer) -> bool:
+        """Whether the engine can train ``layer`` under IMP (prunable, or harmless)."""
+
+    def unsupported_message(self, layer) -> str:
+        """Why ``layer`` cannot be trained under IMP, and what to do instead."""
+        return (f"layer {layer.name!r} ({type(layer).__name__}) cannot be trained under "
+                f"IMP by the {self.name} engine. Leave it dense with exclude=[{layer.name!r}].")
+
+    def model_weights(self, model) -> dict:
+        """Every weight of every layer by path: what a rewind point holds."""
+        paths = {}
+        for prefix, layer in self.layers(model):
+            paths.update(self.weight_paths(layer, prefix))
+        return paths
+
+    def weight_paths(self, layer, prefix: str = "") -> dict:
+        """A layer's own weights by path (``"dense/kernel"``); a repeated name gets the
+        weight's index as a suffix."""
+        paths = {}
+        for index, (short, variable) in enumerate(self.layer_weights(layer)):
+            path = f"{prefix}{self.layer_name(layer)}/{short}"
+            paths[path if path not in paths else f"{path}_{index}"] = variable
+        return paths
+
+    def layer_name(self, layer) -> str:
+        return layer.name
+
+    # --- masking ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prepare(self, model, schedule, settings, pruned_paths: list):
+        """A LotteryModel training ``model``'s own weights, the ones at ``pruned_paths``
+        under masks (all ones at first), without a round controller."""
+
+    @abc.abstractmethod
+    def pruned_weights(self, model) -> dict:
+        """Path -> :class:`PrunedWeight` for every masked weight of a prepared model."""
+
+    @abc.abstractmethod
+    def strip(self, model):
+        """A plain model of this Keras with its own weights, pruned ones exactly 0."""
+
+    # --- training ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def step_counter(self, model):
+        """The variable counting the optimizer steps a prepared model has taken."""
+
+    @abc.abstractmethod
+    def optimizer_variables(self, optimizer, trainable_variables) -> list:
+        """All of ``optimizer``'s variables (slots and step counter), created if needed."""
+
+    @abc.abstractmethod
+    def steps_per_execution(self, model) -> int:
+        """How many steps a compiled model runs per call (round ends fall between calls)."""
+
+    def fit_callbacks(self) -> list:
+        """Callbacks the engine needs in every ``fit`` of a prepared model."""
+        return []
+
+    def set_random_seed(self, seed: int) -> None:
+        self.keras.utils.set_random_seed(seed)
+
+    # --- export -----------------------------------------------------------------------
+
+    def io_counts(self, model) -> tuple:
+        """How many inputs and outputs ``model`` has."""
+        return len(model.inputs), len(model.outputs)
+
+    def input_spec(self, model) -> tuple:
+        """The shape (without the batch axis) and NumPy dtype of ``model``'s one input."""
+        tensor = model.inputs[0]
+        dtype = getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype)
+        return tuple(tensor.shape[1:]), np.dtype(dtype)
+
+    @abc.abstractmethod
+    def save_serving(self, model, path) -> None:
+        """Write ``model`` as a TensorFlow SavedModel with a ``serving_default`` signature."""
+
+    def check_tflite(self, model) -> None:
+        """Refuse a model this engine cannot convert to TFLite (e.g. another backend)."""
+
+    # --- architecture -----------------------------------------------------------------
+
+    def to_json(self, model) -> str:
+        return model.to_json()
+
+    def from_json(self, text: str):
+        return self.keras.models.model_from_json(text)
+
+    def clone(self, model):
+        """A copy of ``model``'s architecture with the same weights."""
+        copy = self.keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
+
+    def reseeded_clone(self, model, seed: int):
+        """A copy of ``model`` whose every seedable initializer is drawn again from ``seed``."""
+        config = reseeded(model.get_config(), itertools.count(seed * 100_003))
+        return type(model).from_config(config)
+
+
+def reseeded(config, seeds):
+    """``config`` with a new seed from ``seeds`` in every seedable ``*_initializer``."""
+    if isinstance(config, list):
+        return [reseeded(item, seeds) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key.endswith("_initializer") and isinstance(value, dict) and \
+                "seed" in value.get("config", {}):
+            value = dict(value, config=dict(value["config"], seed=next(seeds)))
+        out[key] = reseeded(value, seeds)
+    return out

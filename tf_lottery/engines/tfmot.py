@@ -1,0 +1,269 @@
+"""The tf_keras engine: TF-MOT's pruning wrappers hold the masks of tf_keras (Keras 2) models.
+
+The one place that touches tf_keras and TF-MOT internals, imported only when a tf_keras
+model is given. A prepared model is a functional clone of the user's model whose prunable
+layers are wrapped in :class:`PruneLowMagnitude` (TF-MOT's wrapper, sharing the original
+layers and weights); its ``train_step`` counts optimizer steps in the wrappers'
+``pruning_step``.
+
+Importing TF-MOT sets ``TF_USE_LEGACY_KERAS=1`` for the process, which would turn a later
+``tf.keras`` into tf_keras. This module resolves ``tf.keras`` first and puts the variable
+back, so using a tf_keras model with tf_lottery changes nothing for Keras 3 code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import tensorflow as tf
+
+
+def _import_tfmot():
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS")
+    if legacy is None:
+        getattr(tf.keras, "layers")  # resolve tf.keras as the environment says, first
+    import tensorflow_model_optimization as tfmot
+    if legacy is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    return tfmot
+
+
+tfmot = _import_tfmot()
+
+import tf_keras as keras  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: E402
+    prune_registry,
+    pruning_wrapper,
+)
+
+from tf_lottery.engines.base import Engine, PrunedWeight  # noqa: E402
+from tf_lottery.errors import SettingError, SettingTypeError  # noqa: E402
+from tf_lottery.rewind import masked  # noqa: E402
+from tf_lottery.schedule import RewindingSchedule  # noqa: E402
+from tf_lottery.wrap import LotteryModel  # noqa: E402
+
+TFMOTPruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+tfmot.sparsity.keras.PruningSchedule.register(RewindingSchedule)
+
+
+class PruneLowMagnitude(TFMOTPruneLowMagnitude):
+    """TF-MOT's PruneLowMagnitude for masks that change only between rounds.
+
+    It keeps TF-MOT's class name, so layer names (``prune_low_magnitude_dense``) and saved
+    configs are TF-MOT's own and either side loads the other's models.
+
+    TF-MOT's training step runs, besides the masking, a ``tf.cond`` that asks the schedule
+    whether to recompute the mask, an assert that its step callback ran, and a step count
+    per *call*: a layer applied twice in one model counts every step twice. Under a
+    RewindingSchedule the answer is always no, so this wrapper's call only masks (about
+    0.15 ms less per step for Lenet-300-100, benchmarks/step_time.py); ``pruning_step``
+    counts optimizer steps, advanced once per ``train_step`` by ``count_step``.
+    Its ``from_config`` also deserializes any registered schedule, where TF-MOT's knows only
+    ConstantSparsity and PolynomialDecay and returns others as strings.
+    """
+
+    def call(self, inputs, training=None, **kwargs):
+        if training is None:
+            training = keras.backend.learning_phase()
+        self.add_update(self._apply_masks())
+        if "training" in inspect.getfullargspec(self.layer.call).args:
+            kwargs["training"] = training
+        return self.layer.call(inputs, **kwargs)
+
+    def _apply_masks(self):
+        if tf.distribute.has_strategy():  # TF-MOT's op reduces across replicas
+            return self.pruning_obj.weight_mask_op()
+        updates = []
+        for weight, mask, _ in self.pruning_vars:
+            # under mixed precision, mask in the float32 master variable, not in a float16 read
+            variable = getattr(weight, "_variable", weight)  # AutoCastVariable -> its variable
+            updates.append(variable.assign(variable * tf.cast(mask, variable.dtype)))
+        return tf.group(updates)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        schedule = keras.utils.deserialize_keras_object(config.pop("pruning_schedule"))
+        config["layer"] = keras.layers.deserialize(config.pop("layer"))
+        return cls(pruning_schedule=schedule, **config)
+
+
+class TfKerasLotteryModel(LotteryModel, keras.Model):
+    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds."""
+
+    def train_step(self, data):
+        """Keras's training step, then the step count: once per optimizer step."""
+        logs = super().train_step(data)
+        ENGINE.count_step(self)
+        return logs
+
+    def get_config(self):
+        return dict(super().get_config(), **self.lottery_config())
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        lottery = {"lottery": config.pop("lottery")} if "lottery" in config else {}
+        model = super().from_config(config, custom_objects)
+        model.restore_lottery(lottery)
+        return model
+
+
+def _short_name(variable) -> str:
+    return variable.name.split(":")[0].rsplit("/", 1)[-1]
+
+
+class TfKerasEngine(Engine):
+    """tf_keras models, masked by TF-MOT's PruneLowMagnitude wrappers."""
+
+    name = "tf_keras"
+    keras = keras
+    lottery_model = TfKerasLotteryModel
+
+    def check_model(self, model) -> None:
+        if not isinstance(model, keras.Model):
+            raise SettingTypeError(f"expected a tf_keras Model, got {type(model).__name__}")
+        if not (isinstance(model, keras.Sequential) or model._is_graph_network):
+            raise SettingTypeError(
+                f"{type(model).__name__} is a subclassed tf_keras model; TF-MOT can only "
+                "wrap Sequential and functional models. Rebuild it with keras.Sequential or "
+                "keras.Model(inputs, outputs), or build it with Keras 3 (`import keras`), "
+                "whose engine takes subclassed models.")
+        if not model.built:
+            raise SettingError(
+                "the model is not built, so it has no initial weights to rewind to; give its "
+                "first layer an input shape (or call it on data) before wrapping it")
+
+    def layers(self, model, prefix: str = "") -> list:
+        found, seen = [], set()
+        for layer in model.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, keras.Model):
+                found += self.layers(layer, f"{prefix}{layer.name}/")
+            else:
+                found.append((prefix, layer))
+        return found
+
+    def layer_name(self, layer) -> str:
+        return layer.layer.name if isinstance(layer, TFMOTPruneLowMagnitude) else layer.name
+
+    def layer_weights(self, layer) -> list:
+        inner = layer.layer if isinstance(layer, TFMOTPruneLowMagnitude) else layer
+        return [(_short_name(variable), variable) for variable in inner.weights]
+
+    def default_prunable(self, layer) -> list:
+        if isinstance(layer, TFMOTPruneLowMagnitude):
+            return [weight for weight, _, _ in layer.pruning_vars]
+        if hasattr(layer, "get_prunable_weights"):
+            return list(layer.get_prunable_weights())
+        if prune_registry.PruneRegistry.supports(layer):
+            return list(prune_registry.PruneRegistry.make_prunable(layer)
+                        .get_prunable_weights())
+        return []
+
+    def is_supported(self, layer) -> bool:
+        return not layer.weights or hasattr(layer, "get_prunable_weights") or \
+            prune_registry.PruneRegistry.supports(layer)
+
+    def unsupported_message(self, layer) -> str:
+        return (f"layer {layer.name!r} ({type(layer).__name__}) has weights but TF-MOT does not "
+                f"know how to prune it. Leave it dense with exclude=[{layer.name!r}], make it "
+                "a tfmot.sparsity.keras.PrunableLayer (define get_prunable_weights), or build "
+                "the model with Keras 3, whose engine trains any layer.")
+
+    def prepare(self, model, schedule, settings, pruned_paths):
+        if settings.prunable:
+            raise SettingError(
+                "prunable= selects weights on Keras 3 models; on a tf_keras model TF-MOT "
+                "decides what a layer prunes: make the layer a "
+                "tfmot.sparsity.keras.PrunableLayer (define get_prunable_weights) instead")
+        wrapped = [layer for _, layer in self.layers(model)
+                   if isinstance(layer, TFMOTPruneLowMagnitude)]
+        if wrapped:
+            raise SettingTypeError(
+                f"layer {wrapped[0].name!r} is already wrapped by TF-MOT's "
+                "prune_low_magnitude; tf_lottery wraps the plain model itself. Strip it first "
+                "(tfmot.sparsity.keras.strip_pruning(model)) and pass the result.")
+        pruned = set(pruned_paths)
+        to_wrap = {id(layer) for prefix, layer in self.layers(model)
+                   if pruned & set(self.weight_paths(layer, prefix))}
+
+        def clone(layer):
+            if isinstance(layer, keras.Model):
+                return keras.models.clone_model(layer, clone_function=clone)
+            if id(layer) in to_wrap:
+                return PruneLowMagnitude(layer, pruning_schedule=schedule)
+            return layer
+        clone_ = keras.models.clone_model(model, clone_function=clone)
+        lottery = TfKerasLotteryModel(inputs=clone_.inputs, outputs=clone_.outputs,
+                                      name=model.name)
+        for _, layer in self.layers(lottery):
+            if isinstance(layer, TFMOTPruneLowMagnitude):
+                layer.pruning_step.assign(0)
+        return lottery
+
+    def pruned_weights(self, model) -> dict:
+        pruned = {}
+        for prefix, layer in self.layers(model):
+            if isinstance(layer, TFMOTPruneLowMagnitude):
+                by_id = {id(var): path for path, var in self.weight_paths(layer, prefix).items()}
+                for weight, mask, _ in layer.pruning_vars:
+                    pruned[by_id[id(weight)]] = PrunedWeight(layer.layer.name, weight, mask)
+        return pruned
+
+    def strip(self, model):
+        self.check_model(model)
+        pruned = self.pruned_weights(model)
+        for pruned_weight in pruned.values():
+            mask = pruned_weight.mask.numpy() != 0
+            pruned_weight.weight.assign(masked(pruned_weight.weight.numpy(), mask))
+        plain = keras.Model(model.inputs, model.outputs, name=model.name)
+        stripped = tfmot.sparsity.keras.strip_pruning(plain) if pruned else plain
+        return self.clone(stripped)
+
+    def step_counter(self, model):
+        for _, layer in self.layers(model):
+            if isinstance(layer, TFMOTPruneLowMagnitude):
+                return layer.pruning_step
+        raise SettingError("the model has no pruning wrapper")
+
+    def count_step(self, model):
+        """Advance every wrapper's ``pruning_step`` by one: once per optimizer step, so a
+        layer applied several times (shared layers) counts each step once."""
+        return tf.group([layer.pruning_step.assign_add(1) for _, layer in self.layers(model)
+                         if isinstance(layer, TFMOTPruneLowMagnitude)])
+
+    def fit_callbacks(self) -> list:
+        """TF-MOT's UpdatePruningStep: it re-masks the weights at every epoch end, so the
+        weights a fit leaves (after an optimizer update) hold the masks' exact zeros."""
+        return [tfmot.sparsity.keras.UpdatePruningStep()]
+
+    def optimizer_variables(self, optimizer, trainable_variables) -> list:
+        if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
+            optimizer._create_all_weights(trainable_variables)
+            return list(optimizer.variables())
+        optimizer.build(trainable_variables)  # a no-op once built
+        return list(optimizer.variables)
+
+    def steps_per_execution(self, model) -> int:
+        return int(model._steps_per_execution.numpy())
+
+    def save_serving(self, model, path) -> None:
+        model.save(path, save_format="tf", include_optimizer=False)
+
+    def custom_objects(self) -> dict:
+        """The classes a saved tf_lottery model needs to load (the legacy name included)."""
+        return {"PruneLowMagnitude": PruneLowMagnitude, "RewindingSchedule": RewindingSchedule,
+                "LotteryModel": TfKerasLotteryModel,
+                "TfKerasLotteryModel": TfKerasLotteryModel}
+
+    def load_model(self, path, **kwargs):
+        with keras.utils.custom_object_scope(self.custom_objects()):
+            return keras.models.load_model(path, **kwargs)
+
+
+ENGINE = TfKerasEngine()
+TfKerasLotteryModel.engine = ENGINE

@@ -1,0 +1,64 @@
+"""The package's own errors: every one says what was wrong and how to fix it.
+
+Each is a ``TfLotteryError`` and also the built-in error it has always been (a refused
+value is a ValueError, a model of the wrong kind a TypeError, ...), so existing
+``except ValueError`` clauses keep working. The ``tf-lottery`` command prints these as one
+line; anything else is a bug and prints with its traceback.
+
+Example::
+
+    try:
+        tfl.prune_with_rewinding(model, schedule, scope="network")
+    except tfl.TfLotteryError as error:
+        print(error)   # scope must be one of 'layer', 'global', got 'network'
+"""
+
+from __future__ import annotations
+
+
+class TfLotteryError(Exception):
+    """Base class of the errors tf_lottery raises on purpose (bad input, damaged files, ...)."""
+
+
+class SettingError(TfLotteryError, ValueError):
+    """A setting or argument has a value tf_lottery refuses."""
+
+
+class SettingTypeError(TfLotteryError, TypeError):
+    """An argument is of a kind tf_lottery does not take (a model, a schedule, a list)."""
+
+
+class ConfigError(SettingError):
+    """A config file or override that cannot describe a search."""
+
+
+class DataError(SettingError):
+    """A dataset is missing, damaged, or not shaped as the search needs."""
+
+
+class DamagedFileError(TfLotteryError, ValueError):
+    """A file tf_lottery wrote does not match its checksum, is unreadable, or is missing."""
+
+
+class RewindCheckpointError(DamagedFileError):
+    """A rewind checkpoint is missing, damaged, or belongs to a different model."""
+
+
+class RunDirectoryError(TfLotteryError, RuntimeError):
+    """The run directory cannot be used as asked (another config, another process)."""
+
+
+class AlreadyExistsError(TfLotteryError, FileExistsError):
+    """tf_lottery never overwrites: a rewind point, an export or a round is already there."""
+
+
+class NotARunDirectoryError(TfLotteryError, FileNotFoundError):
+    """A path given as a run directory holds no search (or no completed round)."""
+
+
+class ExportError(TfLotteryError, RuntimeError):
+    """An export did not convert, load, run or agree with Keras; nothing was written."""
+
+
+class DivergedError(TfLotteryError, FloatingPointError):
+    """Training produced non-finite losses or weights; earlier rounds are kept."""

@@ -1,0 +1,296 @@
+"""One trial of a search: its model, its trainings, their evaluation and their backups.
+
+A :class:`Trial` trains the ticket and the controls of each round from their starting
+weights under their masks, evaluating validation and test data every ``eval_every``
+iterations; the early-stop iteration is the one of minimum validation loss. A training
+in progress is saved at every epoch end (:class:`EpochBackup`), so a killed run resumes
+from its last epoch, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery.atomic import replacing
+from tf_lottery.callbacks import Callback
+from tf_lottery.controls import CONTROLS
+from tf_lottery.errors import DivergedError
+from tf_lottery.integrity import verify, write_manifest
+from tf_lottery.masks import Masks
+from tf_lottery.results import VARIANTS, RoundRecord
+from tf_lottery.rewind import (
+    OptimizerReset,
+    RewindPoint,
+    load_rewind_point,
+    rewind_point_dir,
+    save_rewind_point,
+)
+from tf_lottery.rounds import current_masks, masked_weights, start_round, trained_masks
+from tf_lottery.rundir import read_json, write_json
+
+EVAL_BATCH = 1000  # examples per evaluation step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSetup:
+    """What every training of a search shares; each trial gets it explicitly."""
+
+    schedule: object
+    settings: object
+    controls: tuple
+    batch_size: int
+    eval_every: int
+    verbose: int
+    seed: int
+    run_dir: object                 # the RunDirectory
+    callbacks: tuple = ()           # the user's Keras callbacks, added to every fit
+    summaries: object = None        # the SearchSummaries writing TensorBoard logs
+
+    def round_seed(self, trial: int, round_index: int, variant: str) -> int:
+        """The seed of one training: shuffling, dropout and the controls' draws."""
+        return (self.seed + trial) * 1_000_003 + round_index * 10 + VARIANTS.index(variant)
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Where one training is: steps taken, the best and the last evaluation, and the step
+    whose loss was not finite (if any). The epoch backup saves and restores it whole."""
+
+    step: int = 0
+    best: Optional[dict] = None
+    last: Optional[dict] = None
+    diverged_at: Optional[int] = None
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Evaluator:
+    """The compiled loss and metrics of a model on fixed data sets, in Keras's compiled
+    test step over large batches; keys are ``<set>_<metric>`` (``val_loss``)."""
+
+    def __init__(self, sets: dict, batch_size: int = EVAL_BATCH):
+        self._sets = {name: tf.data.Dataset.from_tensor_slices(tuple(data))
+                      .batch(batch_size).cache() for name, data in sets.items()}
+
+    def __call__(self, model) -> dict:
+        out = {}
+        for name, dataset in self._sets.items():
+            metrics = model.evaluate(dataset, verbose=0, return_dict=True)
+            out.update({f"{name}_{key}": float(value) for key, value in metrics.items()})
+        return out
+
+
+class RoundTracker(Callback):
+    """Evaluates every ``eval_every`` steps, remembers the minimum validation loss, stops the
+    fit after ``steps`` steps or at a non-finite loss; captures a rewind point if asked."""
+
+    def __init__(self, evaluator: Evaluator, eval_every: int, steps: int, capture=None):
+        super().__init__()
+        self.evaluator, self.eval_every, self.steps = evaluator, eval_every, steps
+        self.capture = capture  # (step, callback(model)) or None
+        self.state = TrainingState()
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.state
+        state.step += 1
+        if self.capture and state.step == self.capture[0]:
+            self.capture[1](self.model)
+        if state.step % self.eval_every == 0 or state.step == self.steps:
+            metrics = self.evaluator(self.model)
+            train_loss = float(logs["loss"]) if logs and "loss" in logs else 0.0
+            if not (math.isfinite(metrics["val_loss"]) and math.isfinite(train_loss)):
+                state.diverged_at = state.step
+                self.model.stop_training = True
+                return
+            state.last = dict(metrics, iteration=state.step)
+            if state.best is None or metrics["val_loss"] < state.best["val_loss"]:
+                state.best = state.last
+        if state.step >= self.steps:
+            self.model.stop_training = True
+
+
+class EpochBackup(Callback):
+    """The training in progress, saved at every epoch end into ``folder/epoch_NNNN`` (weights,
+    optimizer state, training state), so a killed run resumes from its last epoch."""
+
+    def __init__(self, folder, identity: dict, tracker: RoundTracker, optimizer_variables):
+        super().__init__()
+        self.folder, self.identity, self.tracker = Path(folder), identity, tracker
+        self.optimizer_variables = optimizer_variables
+
+    def on_epoch_end(self, epoch, logs=None):
+        previous = sorted(self.folder.glob("epoch_*"))
+        with replacing(self.folder / f"epoch_{epoch + 1:04d}", keep_existing=True) as stage:
+            stage.mkdir()
+            RewindPoint.capture(self.model, self.tracker.state.step).save(stage / "weights")
+            np.savez(stage / "optimizer.npz", *[v.numpy() for v in self.optimizer_variables])
+            write_json(stage / "state.json", dict(self.identity, epoch=epoch + 1,
+                                                  state=self.tracker.state.to_config()))
+            write_manifest(stage)
+        for old in previous:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, model, masks) -> int:
+        """Load the last backup of this very training, if any: the epoch to start at."""
+        backups = sorted(self.folder.glob("epoch_*"))
+        if not backups:
+            return 0
+        verify(backups[-1])
+        saved = read_json(backups[-1] / "state.json")
+        if any(saved.get(key) != value for key, value in self.identity.items()):
+            self.discard()  # a backup of another training: that one was committed or redone
+            return 0
+        RewindPoint.load(backups[-1] / "weights", model).restore(model, masks)
+        with np.load(backups[-1] / "optimizer.npz") as values:
+            for index, variable in enumerate(self.optimizer_variables):
+                variable.assign(values[f"arr_{index}"])
+        self.tracker.state = TrainingState(**saved["state"])
+        return saved["epoch"]
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Training(NamedTuple):
+    """One training's record, masks and trained values of the masked weights."""
+
+    record: RoundRecord
+    masks: Masks
+    weights: dict
+
+
+class Trial:
+    """One trial: its prepared model, optimizer reset, evaluator and rewind checkpoints.
+
+    ``model`` is the LotteryModel of the trial (compiled), ``original`` the plain model
+    whose initializers the random-reinit control draws again.
+    """
+
+    def __init__(self, setup: TrialSetup, trial: int, model, original, train, eval_sets):
+        self.setup, self.trial, self.model, self.original = setup, trial, model, original
+        # one tensor copy of the training set per trial, not one per training
+        self.train_data = tuple(tf.convert_to_tensor(array) for array in train)
+        self.reset = OptimizerReset(model.optimizer, model.trainable_variables)
+        self.evaluator = Evaluator(eval_sets)
+        self.rewind_dir = setup.run_dir.rewind_dir(trial)
+        if not rewind_point_dir(self.rewind_dir, 0).exists():
+            save_rewind_point(model, self.rewind_dir, 0)
+        self.theta0 = load_rewind_point(self.rewind_dir, 0, model)  # as on disk, verified
+        self._rewind_point = None
+
+    def fresh_draw(self, seed: int) -> RewindPoint:
+        """Initial weights with every initializer drawn again from ``seed``."""
+        return RewindPoint.fresh_draw(self.original, seed)
+
+    def rewind_point(self) -> RewindPoint:
+        """Where rounds start under a rewinding policy (θ0, or the weights after k steps),
+        and what criteria compare the trained weights with (θ0 under the others)."""
+        step = self.setup.settings.policy.rewind_step
+        if not step:
+            return self.theta0
+        if self._rewind_point is None:
+            self._rewind_point = load_rewind_point(self.rewind_dir, step, self.model)
+        return self._rewind_point
+
+    def resume_state(self, done: int):
+        """The ticket's masks and starting weights for round ``done``."""
+        if done == 0:
+            return current_masks(self.model), self.theta0
+        previous = self.setup.run_dir.round(self.trial, done - 1)
+        masks = Masks.load(previous / "next_masks.npz")
+        if self.setup.settings.policy.rewinds_weights:
+            return masks, self.rewind_point()
+        return masks, RewindPoint.load(previous / "ticket" / "weights", self.model)
+
+    def round(self, round_index: int, masks: Masks, start: RewindPoint, stage: Path):
+        """Train the ticket and the controls of one round into ``stage``; return the
+        trainings, the ticket's trained weights and the next round's masks (or None)."""
+        setup = self.setup
+        schedule, policy = setup.schedule, setup.settings.policy
+        capture = None
+        if round_index == 0 and policy.rewind_step:
+            capture = (policy.rewind_step, lambda model: save_rewind_point(
+                model, self.rewind_dir, policy.rewind_step))
+        trainings = [self.train("ticket", round_index, masks, start, capture)]
+        (stage / "ticket").mkdir()
+        masks.save(stage / "ticket" / "masks.npz")
+        trained = RewindPoint.capture(self.model, (round_index + 1) * schedule.steps_per_round)
+        trained.save(stage / "ticket" / "weights")
+        next_masks = None
+        if round_index < schedule.rounds:
+            next_masks = trained_masks(self.model, schedule, setup.settings, round_index + 1,
+                                       initial=self.rewind_point(),
+                                       label=f"trial {self.trial}, ")
+            next_masks.save(stage / "next_masks.npz")
+        for name in setup.controls if round_index > 0 else ():
+            control, seed = CONTROLS[name], setup.round_seed(self.trial, round_index, name)
+            control_masks = control.masks(masks, seed)
+            trainings.append(self.train(name, round_index, control_masks,
+                                        control.start(self, seed)))
+            (stage / name).mkdir()
+            control_masks.save(stage / name / "masks.npz")
+        write_json(stage / "metrics.json", {"records": [t.record.to_dict() for t in trainings]})
+        return trainings, trained, next_masks
+
+    def train(self, variant, round_index, masks, start, capture=None) -> Training:
+        """One full training from ``start`` under ``masks``: what it reached."""
+        setup, model = self.setup, self.model
+        seed = setup.round_seed(self.trial, round_index, variant)
+        model.engine.set_random_seed(seed)  # shuffling and dropout: resumable, bit for bit
+        start_round(model, masks, start)
+        steps = setup.schedule.steps_per_round
+        policy = setup.settings.policy
+        self.reset.reset(step=policy.optimizer_step(round_index, steps)
+                         if variant == "ticket" else 0)
+        x, y = self.train_data
+        per_epoch = min(steps, len(x) // setup.batch_size)
+        tracker = RoundTracker(self.evaluator, setup.eval_every, steps, capture)
+        backup = EpochBackup(self.rewind_dir.parent / "in_progress",
+                             {"round": round_index, "variant": variant, "seed": seed},
+                             tracker, self.reset.variables)
+        first_epoch = backup.restore(model, masks)
+        if first_epoch and setup.verbose:
+            print(f"trial {self.trial}, round {round_index} ({variant}): resuming at epoch "
+                  f"{first_epoch}, iteration {tracker.state.step}", flush=True)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)) \
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
+            .batch(setup.batch_size, drop_remainder=True).repeat() \
+            .skip(first_epoch * per_epoch).prefetch(tf.data.AUTOTUNE)
+        callbacks = [tracker, backup, *setup.callbacks]
+        if setup.summaries is not None:
+            callbacks.append(setup.summaries.keras_callback(model.engine, self.trial, variant,
+                                                            round_index))
+        began = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+                  initial_epoch=first_epoch, callbacks=callbacks, verbose=setup.verbose)
+        backup.discard()
+        start_round(model, masks, None)  # the last update may have touched pruned weights
+        state = tracker.state
+        finite = all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
+        if state.diverged_at is not None or not finite:
+            where = f"the loss by iteration {state.diverged_at}" if state.diverged_at \
+                else "the weights at the end of the round"
+            raise DivergedError(
+                f"trial {self.trial}, round {round_index} ({variant}): training diverged "
+                f"(non-finite {where}). Rounds before {round_index} are committed in "
+                f"{setup.run_dir.path}; lower the learning rate and run again.")
+        best, last = state.best, state.last
+        kept = masks.kept()
+        record = RoundRecord(
+            trial=self.trial, round=round_index, variant=variant,
+            weights_remaining=masks.fraction_kept(),
+            layer_weights_remaining={k: kept[k] / masks[k].size for k in masks},
+            early_stop_iteration=best["iteration"], val_loss=best["val_loss"],
+            val_accuracy=best["val_accuracy"], test_accuracy=best["test_accuracy"],
+            final_test_accuracy=last["test_accuracy"],
+            wall_time=time.perf_counter() - began)
+        return Training(record, masks, masked_weights(model, masks))
