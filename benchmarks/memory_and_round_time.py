@@ -91,7 +91,8 @@ def main(argv=None):
              "wall time per training (s) |", "| --- | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
         trainings = ", ".join(f"{t:.1f}" for t in row["training_wall_s"]) or "-"
-        lines.append(f"| {row['variant']} | {row['steps'] * (2 if row['variant'] == 'search' else 1)}"
+        steps = row['steps'] * (2 if row['variant'] == 'search' else 1)
+        lines.append(f"| {row['variant']} | {steps}"
                      f" | {row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] / dense:.2f}x | "
                      f"{row['wall_s']:.1f} | {trainings} |")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"

@@ -40,7 +40,8 @@ class PrintRounds(tfl.RoundCallback):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=12, help="pruning rounds (default 12: 7.0%% of hidden weights)")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="pruning rounds (default 12: 7.0%% of hidden weights)")
     parser.add_argument("--epochs-per-round", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)

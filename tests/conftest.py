@@ -3,8 +3,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+from helpers import KERASES  # noqa: E402
 
 from tf_lottery.data import load_mnist  # noqa: E402
+
+
+@pytest.fixture(params=list(KERASES))
+def K(request):
+    """The Keras module a parametrized test builds its models with: tf_keras, then Keras 3."""
+    return KERASES[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,28 @@
-"""Small models and probes shared by the tests."""
+"""Small models and probes shared by the tests, for either Keras."""
 
-import tf_keras as keras
+import keras as keras3
+import tf_keras
+
+from tf_lottery.callbacks import Callback
+
+KERASES = {"tf_keras": tf_keras, "keras3": keras3}
 
 
 def compile_for_classification(model, learning_rate=1e-3):
+    keras = keras_of(model)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
 
 
-def small_mlp(seed=0, input_dim=784):
+def keras_of(model):
+    """The Keras module ``model`` belongs to."""
+    return tf_keras if type(model).__module__.startswith("tf_keras") or any(
+        cls.__module__.startswith("tf_keras") for cls in type(model).__mro__) else keras3
+
+
+def small_mlp(seed=0, input_dim=784, keras=tf_keras):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.Input(shape=(input_dim,)),
@@ -20,16 +32,17 @@ def small_mlp(seed=0, input_dim=784):
 
 
 def weights_by_path(model):
-    """The model's layer weights keyed like tf_lottery's paths, read straight from Keras."""
+    """The model's layer weights keyed like tf_lottery's paths, read straight from Keras
+    (a tf_keras wrapper's inner layer, a Keras 3 LotteryModel's network)."""
     out = {}
-    for layer in model.layers:
+    for layer in getattr(model, "network", model).layers:
         inner = getattr(layer, "layer", layer)
         for var in inner.weights:
             out[f"{inner.name}/{var.name.split(':')[0].rsplit('/', 1)[-1]}"] = var.numpy()
     return out
 
 
-class StepProbe(keras.callbacks.Callback):
+class StepProbe(Callback):
     """Calls ``check(step)`` before every training step, with the number of steps so far."""
 
     def __init__(self, check):
@@ -38,9 +51,10 @@ class StepProbe(keras.callbacks.Callback):
         self.step = 0
 
     def on_train_batch_begin(self, batch, logs=None):
+        self.model  # noqa: B018 -- on JAX, brings the training state into the variables
         self.check(self.step)
         self.step += 1
 
     def on_train_end(self, logs=None):
+        self.model  # noqa: B018
         self.check(self.step)
-

@@ -3,15 +3,16 @@ or destroys anything."""
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from helpers import small_mlp
 
 import tf_lottery as tfl
-from helpers import small_mlp
 from tf_lottery.cli import main
 from tf_lottery.config import RunConfig
 
@@ -37,9 +38,19 @@ def _cli(ws, *overrides):
     return main(["run", str(_config(ws)), *overrides])
 
 
-def _keras3_model():
+def _tfmot_wrapped():
+    return tfmot.sparsity.keras.prune_low_magnitude(
+        small_mlp(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+
+
+def _keras3_fit_with_a_tf_keras_callback(ws):
     import keras as keras3
-    return keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    pruned = tfl.prune_with_rewinding(model, SCHEDULE, checkpoint_dir=ws / "c")
+    shutil.rmtree(ws / "c")  # (wrapping wrote θ0; the refusal below must write nothing more)
+    pruned.compile("adam", "mse")
+    pruned.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
+               callbacks=[keras.callbacks.TerminateOnNaN()])
 
 
 CATALOG = {
@@ -57,9 +68,26 @@ CATALOG = {
     "layer rate 0": (lambda ws: tfl.RewindingSchedule(rounds=1, steps_per_round=5,
                                                       layer_rates={"output": 0}),
                      ValueError, r"layer_rates\['output'\] must be a fraction"),
-    "keras 3 model": (lambda ws: tfl.prune_with_rewinding(_keras3_model(), SCHEDULE,
-                                                          checkpoint_dir=ws / "c"),
-                      TypeError, "Keras 3 model.*TF_USE_LEGACY_KERAS=1"),
+    "unbuilt keras 3 model": (lambda ws: tfl.prune_with_rewinding(
+        __import__("keras").Sequential([__import__("keras").layers.Dense(2)]), SCHEDULE,
+        checkpoint_dir=ws / "c"), ValueError, "not built.*call it on a batch of data"),
+    "tf_keras callback on a keras 3 model": (_keras3_fit_with_a_tf_keras_callback, TypeError,
+                                             "callback TerminateOnNaN belongs to another Keras"),
+    "model already wrapped by tf-mot": (lambda ws: tfl.prune_with_rewinding(
+        _tfmot_wrapped(), SCHEDULE, checkpoint_dir=ws / "c"),
+        TypeError, "already wrapped by TF-MOT.*strip_pruning"),
+    "strip a non-model": (lambda ws: tfl.strip_pruning("model.keras"), TypeError,
+                          "expected a Keras model"),
+    "numpy scalar rounds, bad rate": (lambda ws: tfl.RewindingSchedule(
+        rounds=np.int64(2), steps_per_round=5, prune_rate=np.float32(1.5)),
+        ValueError, r"prune_rate must be a fraction.*got np.float32\(1.5\)"),
+    "layer rates as a list": (lambda ws: tfl.RewindingSchedule(
+        rounds=1, steps_per_round=5, layer_rates=[1, 2]), TypeError,
+        "layer_rates must map layer names to prune rates"),
+    "run_dir that is a number": (lambda ws: _search(5), TypeError, "run_dir must be a path"),
+    "saved model with quantize": (lambda ws: tfl.export_model(
+        small_mlp(), "saved_model", ws / "sm", quantize="int8"), ValueError,
+        "quantize apply to TFLite exports only"),
     "not a model": (lambda ws: tfl.prune_with_rewinding("model.h5", SCHEDULE),
                     TypeError, "expected a Keras model"),
     "tf-mot schedule": (lambda ws: tfl.prune_with_rewinding(
@@ -113,6 +141,34 @@ CATALOG = {
                                      CLI, r"validation_size must be a whole number in \[0"),
     "negative trials": (lambda ws: _cli(ws, "trials=-1"), CLI,
                         "trials must be a whole number"),
+    # --- refused configs write nothing (a corrected rerun is not "another config") -----
+    "layer rate for a missing layer": (lambda ws: _cli(ws, "layer_rates={nolayer: 0.1}"),
+                                       CLI, "layer_rates names layer 'nolayer'"),
+    "exclude a missing layer": (lambda ws: _cli(ws, "exclude=outptu"), CLI,
+                                "exclude names layer 'outptu'.*Did you mean 'output'"),
+    "rewind beyond round 0 (cli)": (lambda ws: _cli(ws, "rewind_to=10"), CLI,
+                                    "beyond the first round"),
+    "learning rate as text": (lambda ws: _cli(ws, "learning_rate=fast"), CLI,
+                              "learning_rate must be a number > 0, got 'fast'"),
+    "test size 0": (lambda ws: _cli(ws, "test_size=0"), CLI,
+                    "test_size must be a whole number >= 1"),
+    "validation size 0": (lambda ws: _cli(ws, "validation_size=0"), CLI,
+                          "validation_size must be a whole number >= 1"),
+    "negative train size": (lambda ws: _cli(ws, "train_size=-5"), CLI,
+                            "train_size must be a whole number >= 1"),
+    "layer rates as a list (cli)": (lambda ws: _cli(ws, "layer_rates=[1, 2]"), CLI,
+                                    "layer_rates must map layer names"),
+    "layer rates null": (lambda ws: _cli(ws, "layer_rates=null"), CLI,
+                         "layer_rates must map layer names"),
+    "run_dir that is a file": (lambda ws: _cli(ws, f"run_dir={ws / 'keep.txt'}"), CLI,
+                               "keep.txt is a file, not a directory"),
+    "run_dir that is a number (cli)": (lambda ws: _cli(ws, "run_dir=5"), CLI,
+                                 "run_dir must be a path, got 5"),
+    "export saved model with quantize": (lambda ws: main(
+        ["export", str(ws / "norun"), "--format", "saved_model", "--quantize", "int8"]), CLI,
+        "quantize, sparse apply to TFLite exports only"),
+    "export of a directory that is not a run": (lambda ws: main(
+        ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
 }
 
 

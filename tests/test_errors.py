@@ -4,19 +4,11 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-
-import tf_lottery as tfl
 from helpers import compile_for_classification, small_mlp
 
+import tf_lottery as tfl
+
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
-
-
-def test_keras3_model_is_refused_with_the_fix():
-    import keras as keras3  # the Keras 3 package TensorFlow installs
-    assert keras3.__version__.startswith("3.")
-    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match="Keras 3 model.*tf_keras.*TF_USE_LEGACY_KERAS=1"):
-        tfl.prune_with_rewinding(model, SCHEDULE)
 
 
 def test_subclassed_model_is_refused():

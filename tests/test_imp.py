@@ -1,15 +1,12 @@
-"""IMP through the one-call path: real TF-MOT wrappers, real training, real checkpoints."""
+"""IMP through the one-call path on both engines (tf_keras with real TF-MOT wrappers, Keras 3
+with mask constraints): real training, real checkpoints, exact zeros and rewinds."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
+from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 
 import tf_lottery as tfl
-from tf_lottery.engines import engine_named
-
-ENGINE = engine_named("tf_keras")
-from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 from tf_lottery.masks import kept_count
 
 BATCH = 60  # 600 training images: 10 steps per epoch
@@ -24,16 +21,23 @@ def _masks(model):
     return {path: mask.copy() for path, mask in model.masks.items()}
 
 
+def _fresh_optimizer_values(pruned, make_optimizer):
+    fresh = make_optimizer()
+    return [v.numpy() for v in pruned.engine.optimizer_variables(
+        fresh, pruned.trainable_variables)]
+
+
 @pytest.mark.parametrize("steps_per_round", [10, 15], ids=["round-ends-with-epoch", "mid-epoch"])
-def test_rounds_prune_to_schedule_and_rewind_to_theta0_exactly(mnist_slice, tmp_path,
+def test_rounds_prune_to_schedule_and_rewind_to_theta0_exactly(mnist_slice, tmp_path, K,
                                                                steps_per_round):
-    model = small_mlp(seed=1)
+    model = small_mlp(seed=1, keras=K)
     theta0 = weights_by_path(model)
     schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=steps_per_round,
                                      prune_rate=0.3, layer_rates={"output": 0.1})
     pruned = compile_for_classification(
         tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "ckpt"))
     seen = {}
+    fresh = _fresh_optimizer_values(pruned, lambda: K.optimizers.Adam(1e-3))
 
     def check(step):
         if step % steps_per_round or not 0 < step <= schedule.total_steps - steps_per_round:
@@ -53,7 +57,9 @@ def test_rounds_prune_to_schedule_and_rewind_to_theta0_exactly(mnist_slice, tmp_
             assert np.all(value[~mask] == 0)
         opt = pruned.optimizer
         assert int(opt.iterations.numpy()) == 0
-        assert all(not np.any(v.numpy()) for v in opt.variables[1:])  # Adam m and v reset
+        state = pruned.engine.optimizer_variables(opt, pruned.trainable_variables)
+        for variable, value in zip(state, fresh):  # Adam's m and v, and the step, reset
+            np.testing.assert_array_equal(variable.numpy(), value)
         if seen:
             previous = seen[max(seen)]
             assert all(not np.any(masks[p] & ~previous[p]) for p in masks)  # nested
@@ -76,8 +82,8 @@ def test_rounds_prune_to_schedule_and_rewind_to_theta0_exactly(mnist_slice, tmp_
         assert summary.weights_remaining * total == pytest.approx(expected, abs=2)
 
 
-def test_theta0_checkpoint_on_disk_is_the_initial_weights(tmp_path):
-    model = small_mlp(seed=2)
+def test_theta0_checkpoint_on_disk_is_the_initial_weights(tmp_path, K):
+    model = small_mlp(seed=2, keras=K)
     theta0 = weights_by_path(model)
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=5)
     pruned = tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "ckpt")
@@ -93,8 +99,8 @@ def test_theta0_checkpoint_on_disk_is_the_initial_weights(tmp_path):
     assert stored == sorted(v.tobytes() for v in theta0.values())
 
 
-def test_late_rewinding_restores_the_weights_of_iteration_k(mnist_slice, tmp_path):
-    model = small_mlp(seed=3)
+def test_late_rewinding_restores_the_weights_of_iteration_k(mnist_slice, tmp_path, K):
+    model = small_mlp(seed=3, keras=K)
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
     pruned = compile_for_classification(
         tfl.prune_with_rewinding(model, schedule, rewind_to=3, checkpoint_dir=tmp_path / "c"))
@@ -124,14 +130,15 @@ class _TrainedWeights(tfl.RoundCallback):
     def on_round_end(self, round_index, logs):
         self.by_round[round_index] = weights_by_path(self.model)
         assert 0 < logs["weights_remaining"] <= 1 and np.isfinite(logs["loss"])
+        assert set(self.model.masks) and self.model.imp_step >= 0
 
 
 @pytest.mark.parametrize("rewind_to, restarts_schedule", [(None, False), ("lr", True)])
-def test_fine_tuning_and_lr_rewinding_keep_the_trained_weights(mnist_slice, tmp_path,
+def test_fine_tuning_and_lr_rewinding_keep_the_trained_weights(mnist_slice, tmp_path, K,
                                                                rewind_to, restarts_schedule):
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
     pruned = compile_for_classification(tfl.prune_with_rewinding(
-        small_mlp(seed=4), schedule, rewind_to=rewind_to, checkpoint_dir=tmp_path / "c"))
+        small_mlp(seed=4, keras=K), schedule, rewind_to=rewind_to, checkpoint_dir=tmp_path / "c"))
     trained = _TrainedWeights()
 
     def check(step):
@@ -150,7 +157,7 @@ def test_fine_tuning_and_lr_rewinding_keep_the_trained_weights(mnist_slice, tmp_
     assert sorted(trained.by_round) == [0, 1, 2]
 
 
-def _conv_model(kind):
+def _conv_model(keras, kind):
     keras.utils.set_random_seed(5)
     layers = keras.layers
     if kind == "conv1d":
@@ -182,8 +189,8 @@ def _conv_model(kind):
 
 @pytest.mark.parametrize("kind", ["conv1d", "conv2d", "conv3d", "separable", "depthwise",
                                   "transpose"])
-def test_conv_models_with_batchnorm_rewind_biases_and_statistics(kind, tmp_path):
-    model = _conv_model(kind)
+def test_conv_models_with_batchnorm_rewind_biases_and_statistics(kind, tmp_path, K):
+    model = _conv_model(K, kind)
     theta0 = weights_by_path(model)
     assert "bn/moving_mean" in theta0 and "conv/bias" in theta0
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=4, prune_rate=0.5)
@@ -211,7 +218,8 @@ def test_conv_models_with_batchnorm_rewind_biases_and_statistics(kind, tmp_path)
     assert all(np.all(final[p][~m] == 0) for p, m in _masks(pruned).items())
 
 
-def test_recurrent_and_embedding_layers_are_pruned(tmp_path):
+def test_recurrent_and_embedding_layers_are_pruned(tmp_path, K):
+    keras = K
     keras.utils.set_random_seed(6)
     model = keras.Sequential([keras.Input((7,), dtype="int32"),
                               keras.layers.Embedding(50, 8, name="embed"),
@@ -223,15 +231,16 @@ def test_recurrent_and_embedding_layers_are_pruned(tmp_path):
     x = np.random.default_rng(0).integers(0, 50, size=(16, 7))
     pruned.fit(x, np.zeros(16, dtype=int), batch_size=8, epochs=2, verbose=0)
     sparsity = pruned.masks.sparsity()
-    assert set(sparsity) == {"embed/embeddings", "lstm/kernel", "lstm/recurrent_kernel",
+    cell = "lstm/" if pruned.engine.name == "tf_keras" else "lstm/lstm_cell/"  # Keras 3's cell
+    assert set(sparsity) == {"embed/embeddings", f"{cell}kernel", f"{cell}recurrent_kernel",
                              "output/kernel"}
     assert all(s == pytest.approx(0.25, abs=0.02) for s in sparsity.values())
 
 
-def test_global_scope_one_threshold_across_layers(mnist_slice, tmp_path):
+def test_global_scope_one_threshold_across_layers(mnist_slice, tmp_path, K):
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.6)
     pruned = compile_for_classification(tfl.prune_with_rewinding(
-        small_mlp(seed=7), schedule, scope="global", checkpoint_dir=tmp_path / "c"))
+        small_mlp(seed=7, keras=K), schedule, scope="global", checkpoint_dir=tmp_path / "c"))
     trained = _TrainedWeights()
     pruned.fit(_dataset(mnist_slice), epochs=2, verbose=0, callbacks=[trained])
     masks = _masks(pruned)
@@ -245,14 +254,15 @@ def test_global_scope_one_threshold_across_layers(mnist_slice, tmp_path):
     assert abs(sparsity["hidden/kernel"] - sparsity["output/kernel"]) > 0.01
 
 
-def test_block_strategy_and_excluded_layers(mnist_slice, tmp_path):
-    model = small_mlp(seed=8)
+def test_block_strategy_and_excluded_layers(mnist_slice, tmp_path, K):
+    model = small_mlp(seed=8, keras=K)
     theta0 = weights_by_path(model)
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
     pruned = compile_for_classification(tfl.prune_with_rewinding(
         model, schedule, block_size=4, exclude=["output"], checkpoint_dir=tmp_path / "c"))
-    assert [type(layer).__name__ for layer in pruned.layers[1:]] == \
-        ["PruneLowMagnitude", "Dense"]
+    if pruned.engine.name == "tf_keras":
+        assert [type(layer).__name__ for layer in pruned.layers[1:]] == \
+            ["PruneLowMagnitude", "Dense"]
     pruned.fit(_dataset(mnist_slice), epochs=3, verbose=0)
     masks = _masks(pruned)
     assert list(masks) == ["hidden/kernel"]
@@ -265,14 +275,16 @@ def test_block_strategy_and_excluded_layers(mnist_slice, tmp_path):
 
 
 def test_strip_pruning_gives_a_plain_model_with_the_same_predictions_and_zeros(mnist_slice,
-                                                                                tmp_path):
+                                                                                tmp_path, K):
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.7)
     pruned = compile_for_classification(tfl.prune_with_rewinding(
-        small_mlp(seed=9), schedule, checkpoint_dir=tmp_path / "c"))
+        small_mlp(seed=9, keras=K), schedule, checkpoint_dir=tmp_path / "c"))
     pruned.fit(_dataset(mnist_slice), epochs=2, verbose=0)
     ticket = tfl.strip_pruning(pruned)
     assert not isinstance(ticket, tfl.LotteryModel)
-    assert [type(layer).__name__ for layer in ticket.layers] == ["InputLayer", "Dense", "Dense"]
+    assert [type(layer).__name__ for layer in ticket.layers if type(layer).__name__ !=
+            "InputLayer"] == ["Dense", "Dense"]
+    assert isinstance(ticket, K.Model)
     (_, _), (x_test, _) = mnist_slice
     np.testing.assert_array_equal(ticket.predict(x_test, verbose=0),
                                   pruned.predict(x_test, verbose=0))
@@ -287,23 +299,22 @@ def test_strip_pruning_gives_a_plain_model_with_the_same_predictions_and_zeros(m
 
 
 @pytest.mark.parametrize("make_optimizer", [
-    lambda: keras.optimizers.Adagrad(0.05, initial_accumulator_value=0.1),
-    lambda: keras.optimizers.SGD(0.05, momentum=0.9),
-    lambda: keras.optimizers.legacy.Adam(1e-3),
-], ids=["adagrad", "sgd-momentum", "legacy-adam"])
-def test_each_round_starts_with_a_fresh_optimizer(mnist_slice, tmp_path, make_optimizer):
+    lambda k: k.optimizers.Adagrad(0.05, initial_accumulator_value=0.1),
+    lambda k: k.optimizers.SGD(0.05, momentum=0.9),
+    lambda k: k.optimizers.legacy.Adam(1e-3) if k.__name__ == "tf_keras" else
+    k.optimizers.AdamW(1e-3),
+], ids=["adagrad", "sgd-momentum", "legacy-adam-or-adamw"])
+def test_each_round_starts_with_a_fresh_optimizer(mnist_slice, tmp_path, K, make_optimizer):
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.5)
-    pruned = tfl.prune_with_rewinding(small_mlp(seed=12), schedule,
+    pruned = tfl.prune_with_rewinding(small_mlp(seed=12, keras=K), schedule,
                                       checkpoint_dir=tmp_path / "c")
-    pruned.compile(make_optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    fresh = make_optimizer()
-    fresh_values = [v.numpy() for v in ENGINE.optimizer_variables(
-        fresh, pruned.trainable_variables)]
+    pruned.compile(make_optimizer(K), K.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fresh_values = _fresh_optimizer_values(pruned, lambda: make_optimizer(K))
     states = {}
 
     def check(step):
         if step in (9, 10):
-            states[step] = [v.numpy() for v in ENGINE.optimizer_variables(
+            states[step] = [v.numpy() for v in pruned.engine.optimizer_variables(
                 pruned.optimizer, pruned.trainable_variables)]
 
     pruned.fit(_dataset(mnist_slice), epochs=2, verbose=0, callbacks=[StepProbe(check)])
@@ -313,8 +324,9 @@ def test_each_round_starts_with_a_fresh_optimizer(mnist_slice, tmp_path, make_op
         np.testing.assert_array_equal(value, expected)
 
 
-def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_slice, tmp_path):
-    class StopAt(keras.callbacks.Callback):
+def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_slice, tmp_path,
+                                                                          K):
+    class StopAt(tfl.RoundCallback):
         def __init__(self, at):
             super().__init__()
             self.at = at
@@ -323,7 +335,7 @@ def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_
             if batch + 1 == self.at:
                 self.model.stop_training = True
 
-    model = small_mlp(seed=13)
+    model = small_mlp(seed=13, keras=K)
     theta0 = weights_by_path(model)
     schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.5)
     pruned = compile_for_classification(
@@ -345,7 +357,7 @@ def test_training_stopped_mid_epoch_counts_real_steps_and_resumes_exactly(mnist_
         np.testing.assert_array_equal(rewound[path][mask], theta0[path][mask])
 
 
-def _shared_layer_model(topology):
+def _shared_layer_model(keras, topology):
     keras.utils.set_random_seed(14)
     a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
     if topology == "shared-on-two-inputs":
@@ -371,14 +383,13 @@ class _TrainedByPath(tfl.RoundCallback):
         self.by_round = {}
 
     def on_round_end(self, round_index, logs):
-        self.by_round[round_index] = {path: p.weight.numpy() for path, p in
-                                      ENGINE.pruned_weights(self.model).items()}
+        self.by_round[round_index] = self.model.masked_weights()
 
 
 @pytest.mark.parametrize("topology", ["shared-on-two-inputs", "applied-three-times",
                                       "shared-in-nested"])
-def test_steps_are_counted_once_per_optimizer_step_whatever_the_topology(tmp_path, topology):
-    model = _shared_layer_model(topology)
+def test_steps_are_counted_once_per_optimizer_step_whatever_the_topology(tmp_path, K, topology):
+    model = _shared_layer_model(K, topology)
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
     pruned = compile_for_classification(
         tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "c"))

@@ -63,3 +63,26 @@ def test_kept_count_rounds_to_nearest_and_keeps_one():
     assert kept_count(1000, 0.8 ** 3) == 512
     assert kept_count(10, 0.25) == 3  # 2.5 rounds half up
     assert kept_count(10, 1e-6) == 1
+
+
+def test_schedules_copy_and_pickle_as_equal_values():
+    import copy
+    import pickle
+    schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=7, prune_rate=0.3,
+                                     layer_rates={"output": 0.1})
+    for twin in (copy.deepcopy(schedule), copy.copy(schedule),
+                 pickle.loads(pickle.dumps(schedule))):
+        assert twin == schedule and hash(twin) == hash(schedule)
+        assert dict(twin.layer_rates) == {"output": 0.1}
+
+
+def test_numpy_scalars_are_numbers():
+    import numpy as np
+    schedule = tfl.RewindingSchedule(rounds=np.int64(2), steps_per_round=np.int32(5),
+                                     prune_rate=np.float32(0.25),
+                                     layer_rates={"output": np.float64(0.1)})
+    assert schedule.rounds == 2 and type(schedule.rounds) is int
+    assert schedule.prune_rate == 0.25 and type(schedule.prune_rate) is float
+    settings = tfl.ImpSettings(rewind_to=np.int64(3), block_size=np.int64(4), seed=np.int64(1))
+    assert settings.rewind_to == 3 and type(settings.rewind_to) is int
+    assert settings.block_size == 4 and settings.seed == 1

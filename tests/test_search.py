@@ -129,7 +129,8 @@ def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path):
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunDirectoryError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+        with pytest.raises(RunDirectoryError,
+                           match=f"in use by another run \\(pid {holder.pid}\\)"):
             _search(tmp_path / "run").run(*splits)
     finally:
         holder.kill()

@@ -5,36 +5,45 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from helpers import KERASES, compile_for_classification, small_mlp, weights_by_path
 
 import tf_lottery as tfl
-from helpers import compile_for_classification, small_mlp, weights_by_path
 
 
-@pytest.fixture
-def half_trained(mnist_slice, tmp_path):
+def _half_trained(keras, mnist_slice, tmp_path):
     """A LotteryModel stopped after round 0 ended (its masks set, θ0 restored)."""
     (x, y), _ = mnist_slice
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5,
                                      layer_rates={"output": 0.2})
-    pruned = compile_for_classification(
-        tfl.prune_with_rewinding(small_mlp(seed=11), schedule, checkpoint_dir=tmp_path / "c"))
+    pruned = compile_for_classification(tfl.prune_with_rewinding(
+        small_mlp(seed=11, keras=keras), schedule, checkpoint_dir=tmp_path / "c"))
     pruned.fit(x, y, batch_size=60, epochs=1, verbose=0)
     assert pruned.imp_step == 10 and pruned.masks.fraction_kept() < 1
     return pruned, (x, y)
 
 
-@pytest.mark.parametrize("fmt", ["keras", "savedmodel"])
-def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(half_trained, tmp_path, fmt):
-    pruned, (x, y) = half_trained
+@pytest.fixture
+def half_trained(mnist_slice, tmp_path):
+    return _half_trained(keras, mnist_slice, tmp_path)
+
+
+@pytest.mark.parametrize("engine, fmt", [("tf_keras", "keras"), ("tf_keras", "savedmodel"),
+                                         ("keras3", "keras")])
+def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(mnist_slice, tmp_path,
+                                                                    engine, fmt):
+    pruned, (x, y) = _half_trained(KERASES[engine], mnist_slice, tmp_path)
     path = tmp_path / ("model.keras" if fmt == "keras" else "savedmodel")
     pruned.save(path) if fmt == "keras" else pruned.save(path, save_format="tf")
 
     restored = tfl.load_model(path)
-    assert isinstance(restored, tfl.LotteryModel)
-    wrappers = [layer for layer in restored.layers if hasattr(layer, "pruning_schedule")]
-    assert len(wrappers) == 2
-    assert all(w.pruning_schedule == pruned.schedule for w in wrappers)  # objects, not strings
+    assert isinstance(restored, tfl.LotteryModel) and restored.engine is pruned.engine
+    if engine == "tf_keras":
+        wrappers = [layer for layer in restored.layers if hasattr(layer, "pruning_schedule")]
+        assert len(wrappers) == 2
+        assert all(w.pruning_schedule == pruned.schedule for w in wrappers)  # not strings
+    assert restored.schedule == pruned.schedule and restored.settings == pruned.settings
     assert restored.imp_step == 10 and restored.checkpoint_dir == pruned.checkpoint_dir
+    assert restored.rounds == pruned.rounds and [r.round for r in restored.rounds] == [0]
     for key, mask in pruned.masks.items():
         np.testing.assert_array_equal(restored.masks[key], mask)
     for key, value in weights_by_path(pruned).items():

@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import compile_for_classification, small_mlp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import tf_lottery as tfl
-from helpers import compile_for_classification, small_mlp
 from tf_lottery.data import load_dataset
 from tf_lottery.models import lenet_300_100
 from tf_lottery.tensorboard import jaccard

@@ -8,7 +8,7 @@ Example::
 
     rounds = whole_number(np.int64(3), "rounds")        # 3
     rate = fraction(0.2, "prune_rate")                    # 0.2
-    scope = one_of("globl", "scope", ("layer", "global"))  # SettingError: ... Did you mean 'global'?
+    one_of("globl", "scope", ("layer", "global"))  # SettingError: ... 'global'?
 """
 
 from __future__ import annotations

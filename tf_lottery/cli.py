@@ -40,6 +40,11 @@ def _run(args) -> None:
 
 
 def _export(args) -> None:
+    options = {}
+    if args.quantize != "none" or args.dense:
+        options = {"quantize": None if args.quantize == "none" else args.quantize,
+                   "sparse": not args.dense}
+    FORMATS[args.format].options(**options)  # refuse what the format does not take, first
     run = RunDirectory(args.run_dir)
     ticket, round_index = run.ticket(args.trial, args.round)
     recorded = run.path / RunConfig.RECORD
@@ -47,10 +52,6 @@ def _export(args) -> None:
     if data is None:
         print(f"{recorded} not found: verifying on random inputs, without accuracy")
     print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
-    options = {}
-    if args.quantize != "none" or args.dense:
-        options = {"quantize": None if args.quantize == "none" else args.quantize,
-                   "sparse": not args.dense}
     if options.get("quantize") == "int8" and data:
         options["representative_data"] = data.train[0][:500]
     export_model(ticket, args.format, args.output, test_data=data.test if data else None, **options)

@@ -113,7 +113,7 @@ class RunConfig:
         one_of(self.strategy, "strategy", STRATEGIES)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "the config") -> "RunConfig":
+    def from_dict(cls, values: dict, source: str = "the config") -> RunConfig:
         names = [field.name for field in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
@@ -132,7 +132,7 @@ class RunConfig:
         return cls(**values)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, overrides=()) -> "RunConfig":
+    def load(cls, path: str | os.PathLike, overrides=()) -> RunConfig:
         """Read a YAML config and apply ``key=value`` overrides (values parsed as YAML)."""
         path = Path(path)
         if not path.is_file():

@@ -201,7 +201,7 @@ def steps_per_epoch(x, batch_size, fit_kwargs: dict):
         return count if count > 0 else None
     leaves = list(x.values()) if isinstance(x, dict) else \
         list(x) if isinstance(x, (list, tuple)) else [x]
-    if leaves and all(hasattr(leaf, "shape") and len(getattr(leaf, "shape")) > 0
+    if leaves and all(hasattr(leaf, "shape") and len(leaf.shape) > 0
                       for leaf in leaves):
         return math.ceil(int(leaves[0].shape[0]) / (batch_size or 32))
     if hasattr(x, "__len__") and hasattr(x, "__getitem__"):  # a keras Sequence / PyDataset

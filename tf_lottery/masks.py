@@ -78,7 +78,7 @@ class Masks(Mapping):
             array.setflags(write=False)
 
     @classmethod
-    def full(cls, shapes: Mapping[str, tuple]) -> "Masks":
+    def full(cls, shapes: Mapping[str, tuple]) -> Masks:
         """All-True masks: every weight kept."""
         return cls({key: np.ones(shape, dtype=bool) for key, shape in shapes.items()})
 
@@ -106,7 +106,7 @@ class Masks(Mapping):
         total = sum(mask.size for mask in self._arrays.values())
         return sum(self.kept().values()) / total if total else 1.0
 
-    def is_nested_in(self, other: "Masks") -> bool:
+    def is_nested_in(self, other: Masks) -> bool:
         """True if every weight kept here is kept in ``other`` too."""
         return set(self) == set(other) and all(
             not np.any(self[key] & ~other[key]) for key in self)
@@ -117,7 +117,7 @@ class Masks(Mapping):
             np.savez_compressed(handle, **self._arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Masks":
+    def load(cls, path: str | os.PathLike) -> Masks:
         with np.load(Path(path)) as data:
             return cls({key: data[key] for key in data.files})
 

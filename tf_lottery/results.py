@@ -43,7 +43,8 @@ class RoundRecord:
         return dataclasses.asdict(self)
 
 
-_CSV_FIELDS = [f.name for f in dataclasses.fields(RoundRecord) if f.name != "layer_weights_remaining"]
+_CSV_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)
+               if f.name != "layer_weights_remaining"]
 
 
 class SearchResult:
@@ -60,7 +61,7 @@ class SearchResult:
         self.records = sorted(records, key=lambda r: (r.trial, r.round, VARIANTS.index(r.variant)))
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> "SearchResult":
+    def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> SearchResult:
         """The committed rounds of a finished or partial search, checksums checked first
         (a running search, which checked them at its start, passes ``verify=False``)."""
         run = RunDirectory(run_dir)

@@ -42,12 +42,12 @@ class RewindPoint:
         self.step = step
 
     @classmethod
-    def capture(cls, model, step: int) -> "RewindPoint":
+    def capture(cls, model, step: int) -> RewindPoint:
         weights = engine_for(model).model_weights(model)
         return cls({path: var.numpy() for path, var in weights.items()}, step)
 
     @classmethod
-    def fresh_draw(cls, model, seed: int) -> "RewindPoint":
+    def fresh_draw(cls, model, seed: int) -> RewindPoint:
         """New initial weights for ``model``: every layer's initializers drawn again, seeded
         by ``seed`` (the random-reinitialisation control). ``model`` is left untouched."""
         return cls.capture(engine_for(model).reseeded_clone(model, seed), step=0)
@@ -67,8 +67,8 @@ class RewindPoint:
             write_manifest(staging)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, model) -> "RewindPoint":
-        """Read the rewind point in ``directory``, checking it matches ``model`` weight by weight."""
+    def load(cls, directory: str | os.PathLike, model) -> RewindPoint:
+        """Read the rewind point in ``directory``, checked against ``model`` weight by weight."""
         directory = Path(directory)
         prefix = directory / _CHECKPOINT_PREFIX
         if not Path(f"{prefix}.index").is_file():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tf_lottery.atomic import replacing
 from tf_lottery.engines import engine_named
-from tf_lottery.errors import DamagedFileError, RunDirectoryError
+from tf_lottery.errors import DamagedFileError, NotARunDirectoryError, RunDirectoryError
 from tf_lottery.integrity import verify, write_manifest
 from tf_lottery.masks import Masks
 from tf_lottery.rewind import RewindPoint
@@ -174,6 +174,9 @@ class RunDirectory:
     def ticket(self, trial: int = 0, round_index: int | None = None):
         """The plain Keras model of a committed round's ticket: its architecture from
         model.json, its trained weights, pruned weights exactly 0. Returns (model, round)."""
+        if not (self.path / self.CONFIG).is_file():
+            raise NotARunDirectoryError(f"{self.path} is not a tf_lottery run directory (it "
+                                        f"has no {self.CONFIG})")
         done = self.completed_rounds(trial)
         if done == 0:
             raise RunDirectoryError(f"{self.trial(trial)} has no completed round to export")

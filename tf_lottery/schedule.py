@@ -8,8 +8,8 @@ given.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import tensorflow as tf
 

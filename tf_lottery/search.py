@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import numpy as np
 import tensorflow as tf

@@ -49,7 +49,7 @@ class ImpSettings:
     seed: int = 0
 
     @classmethod
-    def build(cls, **options) -> "ImpSettings":
+    def build(cls, **options) -> ImpSettings:
         """``ImpSettings(**options)``; an unknown option is named with the nearest one."""
         known = [field.name for field in dataclasses.fields(cls)]
         for key in options:

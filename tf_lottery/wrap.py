@@ -15,9 +15,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Optional
 
+from tf_lottery.callbacks import Callback, RoundCallback
 from tf_lottery.checks import did_you_mean
 from tf_lottery.controller import RoundController, counted_steps, steps_per_epoch
-from tf_lottery.callbacks import Callback, RoundCallback
 from tf_lottery.engines import engine_for, keras_family
 from tf_lottery.errors import SettingError, SettingTypeError
 from tf_lottery.masks import Masks
@@ -28,7 +28,7 @@ from tf_lottery.settings import ImpSettings
 
 
 def prune_with_rewinding(model, schedule: RewindingSchedule, *,
-                         checkpoint_dir: Optional[str] = None, **settings) -> "LotteryModel":
+                         checkpoint_dir: Optional[str] = None, **settings) -> LotteryModel:
     """Wrap ``model`` for iterative magnitude pruning with rewinding; fit it to run the rounds.
 
     The model's current weights are θ0: they are written to ``checkpoint_dir`` (a new
@@ -61,7 +61,7 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *,
     return lottery
 
 
-def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> "LotteryModel":
+def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> LotteryModel:
     """Check ``model`` and the settings, and return the LotteryModel that trains its
     weights under masks (all ones) without a round controller: the search drives rounds
     itself. Nothing is written."""
@@ -162,6 +162,10 @@ class LotteryModel:
         return self.controller.schedule
 
     @property
+    def settings(self) -> ImpSettings:
+        return self.controller.settings
+
+    @property
     def rounds(self) -> list:
         return list(self.controller.history)
 
@@ -182,6 +186,21 @@ class LotteryModel:
     def masked_weights(self) -> dict:
         """Path -> value of every masked weight (pruned entries exactly 0)."""
         return masked_weights(self, self.masks)
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """Keras's ``compile``; an optimizer of the other Keras is refused with the fix."""
+        if keras_family(optimizer) not in (None, self.engine.name):
+            raise SettingTypeError(
+                f"the optimizer {type(optimizer).__name__} belongs to another Keras than this "
+                f"{self.engine.name} model; use an optimizer of "
+                f"{self.engine.keras.__name__}.optimizers")
+        super().compile(optimizer, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        """Keras's own, which skips models whose ``compile`` is overridden (as above)."""
+        self.compile(**self.engine.keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.engine.optimizer_variables(self.optimizer, self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             **kwargs):

@@ -20,8 +20,9 @@ What an engine provides:
   :class:`PrunedWeight`: the weight and its 0/1 mask variable), ``strip`` (a plain model
   with its own copy of the weights, masks applied);
 - training: ``step_counter`` (optimizer steps, once per step whatever the topology),
-  ``fit_callbacks`` (what every fit of a prepared model needs), ``optimizer_variables`` (every slot and the step counter, created if
-  needed), ``steps_per_execution``, ``set_random_seed``;
+  ``fit_callbacks`` (what every fit of a prepared model needs), ``optimizer_variables``
+  (every slot and the step counter, created if needed), ``steps_per_execution``,
+  ``set_random_seed``;
 - architecture: ``to_json`` / ``from_json`` and ``clone`` / ``reseeded_clone`` (a copy
   with every initializer drawn again: the random-reinit control).
 
@@ -36,6 +37,7 @@ import itertools
 from typing import NamedTuple
 
 import numpy as np
+import tensorflow as tf
 
 
 class PrunedWeight(NamedTuple):
@@ -154,8 +156,12 @@ class Engine(abc.ABC):
     def save_serving(self, model, path) -> None:
         """Write ``model`` as a TensorFlow SavedModel with a ``serving_default`` signature."""
 
-    def check_tflite(self, model) -> None:
+    def check_tflite(self, model) -> None:  # noqa: B027 -- most engines refuse nothing
         """Refuse a model this engine cannot convert to TFLite (e.g. another backend)."""
+
+    def tflite_converter(self, model, workdir):
+        """A ``tf.lite.TFLiteConverter`` for ``model`` (``workdir``: a scratch folder)."""
+        return tf.lite.TFLiteConverter.from_keras_model(model)
 
     # --- architecture -----------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 def _import_tfmot():
     legacy = os.environ.get("TF_USE_LEGACY_KERAS")
     if legacy is None:
-        getattr(tf.keras, "layers")  # resolve tf.keras as the environment says, first
+        _ = tf.keras.layers  # resolve tf.keras as the environment says, first
     import tensorflow_model_optimization as tfmot
     if legacy is None:
         os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -165,8 +165,8 @@ class TfKerasEngine(Engine):
         return []
 
     def is_supported(self, layer) -> bool:
-        return not layer.weights or hasattr(layer, "get_prunable_weights") or \
-            prune_registry.PruneRegistry.supports(layer)
+        return not layer.weights or isinstance(layer, TFMOTPruneLowMagnitude) or \
+            hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer)
 
     def unsupported_message(self, layer) -> str:
         return (f"layer {layer.name!r} ({type(layer).__name__}) has weights but TF-MOT does not "

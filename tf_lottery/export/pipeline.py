@@ -48,12 +48,13 @@ class ExportFormat:
     """How one format writes, loads and runs a model; the pipeline does the rest.
 
     ``options(**kwargs)`` checks the format's own options and returns them as a dict,
-    ``prepare(model, options)`` binds them to the stripped model; ``encoding(options)`` names what will be written, ``default_name(model, options)`` its
-    file name under ``saved_models/``, ``check(model, options, path)`` refuses what would
-    not work before anything is converted, ``write(model, staged, options)`` writes it,
-    ``run(model, staged, x, options)`` loads what was written and returns its outputs on
-    ``x`` and what it measured (report fields), ``fix(model, options)`` says how to get an
-    export that works when a check fails.
+    ``prepare(model, options)`` binds them to the stripped model. ``encoding(options)``
+    names what will be written, ``default_name(model, options)`` its file name under
+    ``saved_models/``, ``check(model, options, path)`` refuses what would not work before
+    anything is converted, ``write(model, staged, options)`` writes it, ``run(model,
+    staged, x, options)`` loads what was written and returns its outputs on ``x`` and what
+    it measured (report fields), ``fix(model, options)`` says how to get an export that
+    works when a check fails.
     """
 
     name = ""

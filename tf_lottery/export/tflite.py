@@ -18,6 +18,7 @@ benchmarks/export_size_latency.py):
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from typing import Optional
@@ -158,7 +159,12 @@ def _check_whole_blocks(model, size: int, encoding: str, path) -> None:
 
 
 def _convert(model, quantize, calibration, sparse: bool, encoding: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    with tempfile.TemporaryDirectory(prefix="tf_lottery_tflite_") as workdir:
+        converter = engine_for(model).tflite_converter(model, workdir)
+        return _run_converter(converter, model, quantize, calibration, sparse, encoding)
+
+
+def _run_converter(converter, model, quantize, calibration, sparse: bool, encoding: str) -> bytes:
     converter.optimizations = ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []) + \
         ([tf.lite.Optimize.DEFAULT] if quantize else [])
     if quantize == "int8":
