@@ -3,9 +3,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-from helpers import KERASES  # noqa: E402
 
 from tf_lottery.data import load_mnist  # noqa: E402
+
+from helpers import KERASES  # noqa: E402
 
 
 @pytest.fixture(params=list(KERASES))

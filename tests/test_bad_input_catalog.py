@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-from helpers import small_mlp
 
 import tf_lottery as tfl
 from tf_lottery.cli import main
 from tf_lottery.config import RunConfig
+
+from helpers import small_mlp
 
 SCHEDULE = tfl.RewindingSchedule(rounds=1, steps_per_round=4)
 TINY = ("run_dir: {run}\nrounds: 1\nsteps_per_round: 4\ntrain_size: 120\ntest_size: 50\n"

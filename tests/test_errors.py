@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-from helpers import compile_for_classification, small_mlp
 
 import tf_lottery as tfl
+
+from helpers import compile_for_classification, small_mlp
 
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
 

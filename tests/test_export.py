@@ -10,10 +10,11 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
-from helpers import compile_for_classification, small_mlp
 
 import tf_lottery as tfl
 from tf_lottery import export
+
+from helpers import compile_for_classification, small_mlp
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ with mask constraints): real training, real checkpoints, exact zeros and rewinds
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 
 import tf_lottery as tfl
 from tf_lottery.masks import kept_count
+
+from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 
 BATCH = 60  # 600 training images: 10 steps per epoch
 
@@ -406,3 +407,20 @@ def test_steps_are_counted_once_per_optimizer_step_whatever_the_topology(tmp_pat
         keep = value != 0
         assert not np.array_equal(value[keep], theta0[path][keep]), path
     assert pruned.masks.fraction_kept() == pytest.approx(0.25, abs=0.02)
+
+
+def test_magnitude_increase_compares_the_trained_weights_with_theta0(mnist_slice, tmp_path, K):
+    schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10, prune_rate=0.5)
+    pruned = compile_for_classification(tfl.prune_with_rewinding(
+        small_mlp(seed=15, keras=K), schedule, criterion="magnitude_increase",
+        checkpoint_dir=tmp_path / "c"))
+    theta0 = tfl.RewindPoint.load(tmp_path / "c" / "step_0", pruned).values
+    trained = _TrainedByPath()
+    pruned.fit(_dataset(mnist_slice), epochs=1, verbose=0, callbacks=[trained])
+    for path, mask in pruned.masks.items():
+        growth = np.abs(trained.by_round[0][path].astype(np.float64)) - \
+            np.abs(theta0[path].astype(np.float64))
+        order = np.argsort(-growth.ravel(), kind="stable")[:kept_count(growth.size, 0.5)]
+        expected = np.zeros(growth.size, bool)
+        expected[order] = True
+        np.testing.assert_array_equal(mask, expected.reshape(mask.shape))

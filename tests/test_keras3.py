@@ -11,10 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import StepProbe, compile_for_classification
 
 import tf_lottery as tfl
 from tf_lottery.engines import engine_named
+
+from helpers import StepProbe, compile_for_classification
 
 ENGINE = engine_named("keras3")
 ROOT = Path(__file__).parent.parent

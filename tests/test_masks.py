@@ -121,3 +121,44 @@ def test_masks_report_save_and_load(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["masks.npz"]  # no temporary left
     with pytest.raises(ValueError):
         masks["a/kernel"][0, 0] = False  # masks are read-only
+
+
+def _reference_top(scores, alive, count):
+    """NumPy reference: the ``count`` highest scores among alive entries (ties: lower index)."""
+    flat = np.where(alive.ravel(), scores.ravel(), -np.inf)
+    keep = np.zeros(flat.size, bool)
+    keep[np.argsort(-flat, kind="stable")[:count]] = True
+    return keep.reshape(scores.shape)
+
+
+def test_magnitude_increase_keeps_the_weights_that_grew_most():
+    trained, initial = _weights(1), _weights(2)
+    masks = M.Masks({k: np.random.default_rng(3).random(v.shape) < 0.8 for k, v in
+                     trained.items()})
+    sparsity = {k: 0.5 for k in trained}
+    nxt = M.next_masks(trained, masks, sparsity, criterion="magnitude_increase",
+                       initial=initial)
+    for key in trained:
+        growth = np.abs(trained[key]) - np.abs(initial[key])
+        expected = _reference_top(growth, masks[key], M.kept_count(growth.size, 0.5))
+        np.testing.assert_array_equal(nxt[key], expected)
+        assert not np.any(nxt[key] & ~masks[key])
+    # it is not magnitude: a large weight that shrank in training goes first
+    assert any(not np.array_equal(nxt[k], M.magnitude(trained, masks, sparsity)[k])
+               for k in trained)
+
+
+def test_every_criterion_takes_blocks_and_global_scope():
+    trained, initial = _weights(4), _weights(5)
+    masks = _full(trained)
+    sparsity = {k: 0.75 for k in trained}
+    for name in M.CRITERIA:
+        nxt = M.next_masks(trained, masks, sparsity, criterion=name, initial=initial,
+                           block_size=4, scope="global", seed=1)
+        kept = sum(int(m.sum()) for m in nxt.values())
+        target = sum(M.kept_count(m.size, 0.25) for m in masks.values())
+        assert abs(kept - target) <= 4 * len(masks), name
+        for key, mask in nxt.items():  # whole blocks of 4 along axis -2
+            rows = np.moveaxis(mask, -2, 0)
+            whole = rows[: rows.shape[0] // 4 * 4].reshape((-1, 4) + rows.shape[1:])
+            assert np.all(whole.all(axis=1) == whole.any(axis=1)), (name, key)

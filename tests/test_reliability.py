@@ -121,6 +121,9 @@ def finished(tmp_path_factory):
 
 
 @pytest.mark.parametrize("relative", [
+    "config.json",
+    "model.json",
+    "run_config.yaml",
     "trial_0/round_01/ticket/masks.npz",
     "trial_0/round_02/metrics.json",
     "trial_0/round_01/ticket/weights/weights.data-00000-of-00001",
@@ -143,6 +146,23 @@ def test_damaged_files_are_named_and_left_alone(finished, tmp_path, relative, da
     assert main(["run", str(config)]) == 2
     assert str(target) in capsys.readouterr().err
     assert target.read_bytes() == damaged  # nothing was overwritten or "repaired"
+
+
+def test_an_altered_architecture_is_refused_by_export_resume_and_report(finished, tmp_path,
+                                                                          capsys):
+    import shutil
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished / "run", run_dir)
+    model_json = run_dir / "model.json"
+    model_json.write_text(model_json.read_text().replace('"relu"', '"sigmoid"'))
+    for argv in (["export", str(run_dir), "--output", str(tmp_path / "t.tflite")],
+                 ["report", str(run_dir)], ["run", str(_config(tmp_path, "copy"))]):
+        assert main(argv) == 2
+        assert f"{model_json} does not match its checksum" in capsys.readouterr().err
+    assert not (tmp_path / "t.tflite").exists()
+    (run_dir / "config.json").write_text('{"truncated": ')  # and a truncated config
+    assert main(["report", str(run_dir)]) == 2
+    assert f"{run_dir / 'config.json'} does not match its checksum" in capsys.readouterr().err
 
 
 def test_the_same_seed_gives_the_same_masks_run_to_run(finished, tmp_path):

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tf_keras as keras
-from helpers import StepProbe, small_mlp, weights_by_path
 
 import tf_lottery as tfl
+
+from helpers import StepProbe, small_mlp, weights_by_path
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_imp.py"
 ROOT = Path(__file__).parent.parent

@@ -5,9 +5,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-from helpers import KERASES, compile_for_classification, small_mlp, weights_by_path
 
 import tf_lottery as tfl
+
+from helpers import KERASES, compile_for_classification, small_mlp, weights_by_path
 
 
 def _half_trained(keras, mnist_slice, tmp_path):

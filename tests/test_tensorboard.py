@@ -4,13 +4,14 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import compile_for_classification, small_mlp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import tf_lottery as tfl
 from tf_lottery.data import load_dataset
 from tf_lottery.models import lenet_300_100
 from tf_lottery.tensorboard import jaccard
+
+from helpers import compile_for_classification, small_mlp
 
 
 def _events(path):
