@@ -76,7 +76,7 @@ def main(argv=None):
     if args.trials:
         overrides.append(f"trials={args.trials}")
     config = RunConfig.load(ROOT / "examples" / "lenet_mnist_paper.yaml", overrides)
-    splits = config.splits()
+    splits = config.data()
     began = time.perf_counter()
     result = config.search(splits).run(splits.train, splits.validation, splits.test)
     elapsed = time.perf_counter() - began

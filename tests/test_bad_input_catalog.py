@@ -39,6 +39,49 @@ def _cli(ws, *overrides):
     return main(["run", str(_config(ws)), *overrides])
 
 
+USER_MODULE = """
+import numpy as np
+import tensorflow as tf
+
+
+def not_a_model(seed):
+    return "model.h5"
+
+
+def two_sets():
+    x, y = np.zeros((120, 784), np.float32), np.zeros(120, np.int64)
+    return (x, y), (x, y)
+
+
+def dict_batches():
+    x, y = np.zeros((120, 784), np.float32), np.zeros(120, np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(60)
+    return dataset, dataset, dataset
+
+
+def ten_classes(seed):
+    import keras
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(10)])
+
+
+def labels_out_of_range():
+    x, y = np.zeros((120, 28, 28, 1), np.float32), np.full(120, 12, np.int64)
+    return (x, y), (x, y), (x, y)
+
+
+def nan_labels():
+    x, y = np.zeros((120, 28, 28, 1), np.float32), np.full((120, 10), np.nan, np.float32)
+    return (x, y), (x, y), (x, y)
+"""
+
+
+def _user_cli(ws, *overrides):
+    """The CLI with a module of the user's beside the config (outside the workspace)."""
+    (ws.parent / "user_things.py").write_text(USER_MODULE)
+    return _cli(ws, *overrides)
+
+
 def _tfmot_wrapped():
     return tfmot.sparsity.keras.prune_low_magnitude(
         small_mlp(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
@@ -168,6 +211,33 @@ CATALOG = {
     "export saved model with quantize": (lambda ws: main(
         ["export", str(ws / "norun"), "--format", "saved_model", "--quantize", "int8"]), CLI,
         "quantize, sparse apply to TFLite exports only"),
+    # --- your own model and data ------------------------------------------------------
+    "model module that does not import": (lambda ws: _cli(ws, "model=no_such_module:build"),
+                                          CLI, "module 'no_such_module' does not import"),
+    "model function missing": (lambda ws: _user_cli(ws, "model=user_things:bild"), CLI,
+                               "user_things has no function 'bild'"),
+    "model function returning a string": (lambda ws: _user_cli(
+        ws, "model=user_things:not_a_model"), CLI, "returned str, not a Keras model"),
+    "dataset function returning two sets": (lambda ws: _user_cli(
+        ws, "dataset=user_things:two_sets"), CLI, "must return \\(train, validation, test\\)"),
+    "dataset yielding dicts": (lambda ws: _user_cli(
+        ws, "dataset=user_things:dict_batches", "model=user_things:not_a_model"), CLI,
+        "yields .*a search needs a dataset of \\(x, y\\) batches"),
+    "loss that is nan from the start": (lambda ws: _user_cli(
+        ws, "dataset=user_things:nan_labels", "loss=mse", "metrics=[mae]"), CLI,
+        "the loss is nan on the first validation batch.*labels"),
+    "labels the loss cannot take": (lambda ws: _user_cli(
+        ws, "dataset=user_things:labels_out_of_range", "model=user_things:ten_classes"), CLI,
+        "cannot be evaluated on the validation data: Received a label value of 12 which is "
+        "outside the valid range"),
+    "monitor no metric produces": (lambda ws: _cli(ws, "monitor=val_auc"), CLI,
+                                   "monitor 'val_auc' is not a metric the search evaluates"),
+    "monitor of the test set": (lambda ws: _cli(ws, "monitor=test_loss"), CLI,
+                                "monitor must name a validation metric"),
+    "mode that is neither": (lambda ws: _cli(ws, "mode=maximum"), CLI,
+                             "mode must be one of 'min', 'max'"),
+    "metrics as a bare string": (lambda ws: _search(ws / "run", metrics="mae"), TypeError,
+                                 "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
 }

@@ -20,9 +20,12 @@ import sys
 
 from tf_lottery.config import RunConfig
 from tf_lottery.errors import NotARunDirectoryError, TfLotteryError
-from tf_lottery.export import FORMATS, QUANTIZE, export_model
+from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
+from tf_lottery.inputs import as_arrays
 from tf_lottery.results import SearchResult
 from tf_lottery.rundir import RunDirectory
+
+VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
 
 # What is safe after a failure of each command, and how to go on.
 _AFTERMATH = {
@@ -34,9 +37,9 @@ _AFTERMATH = {
 
 def _run(args) -> None:
     config = RunConfig.load(args.config, args.overrides)
-    splits = config.splits()
-    config.search(splits).run(splits.train, splits.validation, splits.test,
-                              keep={RunConfig.RECORD: config.to_yaml()})
+    data = config.data()
+    config.search(data).run(data.train, data.validation, data.test,
+                            keep={RunConfig.RECORD: config.to_yaml()})
 
 
 def _export(args) -> None:
@@ -46,15 +49,17 @@ def _export(args) -> None:
                    "sparse": not args.dense}
     FORMATS[args.format].options(**options)  # refuse what the format does not take, first
     run = RunDirectory(args.run_dir)
-    ticket, round_index = run.ticket(args.trial, args.round)
     recorded = run.path / RunConfig.RECORD
-    data = RunConfig.load(recorded).splits() if recorded.is_file() else None
+    # the recorded config imports the user's model module (its layers' classes) and data
+    data = RunConfig.load(recorded).data() if recorded.is_file() else None
+    ticket, round_index = run.ticket(args.trial, args.round)
     if data is None:
         print(f"{recorded} not found: verifying on random inputs, without accuracy")
     print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
     if options.get("quantize") == "int8" and data:
-        options["representative_data"] = data.train[0][:500]
-    export_model(ticket, args.format, args.output, test_data=data.test if data else None, **options)
+        options["representative_data"] = as_arrays(data.train, CALIBRATION_SAMPLES)[0]
+    test = as_arrays(data.test, VERIFICATION_SAMPLES) if data else None
+    export_model(ticket, args.format, args.output, test_data=test, **options)
 
 
 def _report(args) -> None:

@@ -62,3 +62,12 @@ class ExportError(TfLotteryError, RuntimeError):
 
 class DivergedError(TfLotteryError, FloatingPointError):
     """Training produced non-finite losses or weights; earlier rounds are kept."""
+
+
+def reason(error, limit: int = 300) -> str:
+    """The line of ``error``'s message that says what went wrong (TensorFlow's graph errors
+    bury it under tracebacks and node names)."""
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(
+        ("File ", "[[", "Graph execution error", "Detected at node", "Traceback"))]
+    return (useful[-1] if useful else type(error).__name__)[:limit]

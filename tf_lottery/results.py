@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -23,8 +24,12 @@ _LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.
 class RoundRecord:
     """What one training of one variant reached in one round of one trial.
 
-    ``early_stop_iteration`` is the evaluation step of minimum validation loss; the
-    validation and test numbers without ``final_`` are measured there.
+    ``early_stop_iteration`` is the evaluation step where ``monitor`` was best (minimum
+    validation loss by default); ``val_metrics`` and ``test_metrics`` hold every compiled
+    metric there (keyed by Keras's names: ``loss``, ``accuracy``, ``mae``, ...), and
+    ``final_test_metrics`` at the end of the training. ``val_loss``, ``val_accuracy``,
+    ``test_accuracy`` and ``final_test_accuracy`` repeat the paper's numbers (the
+    accuracies None for a model without an accuracy metric).
     """
 
     trial: int
@@ -34,17 +39,30 @@ class RoundRecord:
     layer_weights_remaining: dict
     early_stop_iteration: int
     val_loss: float
-    val_accuracy: float
-    test_accuracy: float
-    final_test_accuracy: float
+    val_accuracy: Optional[float]
+    test_accuracy: Optional[float]
+    final_test_accuracy: Optional[float]
     wall_time: float
+    monitor: str = "val_loss"
+    val_metrics: dict = dataclasses.field(default_factory=dict)
+    test_metrics: dict = dataclasses.field(default_factory=dict)
+    final_test_metrics: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def metric(self, name: str, final: bool = False) -> Optional[float]:
+        """The test value of metric ``name`` at early stop (or at the end, ``final``)."""
+        metrics = self.final_test_metrics if final else self.test_metrics
+        if name in metrics:
+            return metrics[name]
+        if name == "accuracy":  # records written before metrics were kept per set
+            return self.final_test_accuracy if final else self.test_accuracy
+        return None
 
-_CSV_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)
-               if f.name != "layer_weights_remaining"]
+
+_FIXED_FIELDS = ["trial", "round", "variant", "weights_remaining", "early_stop_iteration",
+                 "monitor", "wall_time"]
 
 
 class SearchResult:
@@ -77,8 +95,18 @@ class SearchResult:
                 records += [RoundRecord(**row) for row in metrics["records"]]
         return cls(records)
 
+    @property
+    def metric(self) -> str:
+        """The test metric tables and plots show: accuracy where every record has one (the
+        paper's), else the monitored metric (``"mae"`` for ``monitor="val_mae"``)."""
+        if all(r.metric("accuracy") is not None for r in self.records):
+            return "accuracy"
+        return self.records[0].monitor.split("_", 1)[1]
+
     def summary(self) -> list[dict]:
-        """Per round and variant: weights remaining and mean/min/max over trials."""
+        """Per round and variant: weights remaining, and the mean/min/max over trials of the
+        test metric at early stop, the early-stop iteration and the final test metric."""
+        metric = self.metric
         groups = {}
         for record in self.records:
             groups.setdefault((record.round, record.variant), []).append(record)
@@ -87,8 +115,11 @@ class SearchResult:
                 groups.items(), key=lambda kv: (kv[0][0], VARIANTS.index(kv[0][1]))):
             row = {"round": round_index, "variant": variant, "trials": len(group),
                    "weights_remaining": float(np.mean([r.weights_remaining for r in group]))}
-            for name in ("test_accuracy", "early_stop_iteration", "final_test_accuracy"):
-                values = [getattr(r, name) for r in group]
+            for name, values in ((f"test_{metric}", [r.metric(metric) for r in group]),
+                                 ("early_stop_iteration",
+                                  [r.early_stop_iteration for r in group]),
+                                 (f"final_test_{metric}",
+                                  [r.metric(metric, final=True) for r in group])):
                 row[name] = float(np.mean(values))
                 row[f"{name}_min"], row[f"{name}_max"] = float(min(values)), float(max(values))
             rows.append(row)
@@ -96,22 +127,40 @@ class SearchResult:
 
     def table(self) -> str:
         """A text table: per round and variant, means over trials."""
-        lines = [f"{'round':>5}  {'variant':<15} {'weights':>8}  {'test acc @ early stop':>21}  "
-                 f"{'early stop it.':>14}  {'final test acc':>14}  trials"]
+        metric = self.metric
+        short = {"accuracy": "acc"}.get(metric, metric)
+        early, final = f"test {short} @ early stop", f"final test {short}"
+        lines = [f"{'round':>5}  {'variant':<15} {'weights':>8}  {early:>21}  "
+                 f"{'early stop it.':>14}  {final:>14}  trials"]
         for row in self.summary():
             lines.append(
                 f"{row['round']:>5}  {row['variant']:<15} {row['weights_remaining']:>8.2%}  "
-                f"{row['test_accuracy']:>21.4f}  {row['early_stop_iteration']:>14.0f}  "
-                f"{row['final_test_accuracy']:>14.4f}  {row['trials']:>6}")
+                f"{row[f'test_{metric}']:>21.4f}  {row['early_stop_iteration']:>14.0f}  "
+                f"{row[f'final_test_{metric}']:>14.4f}  {row['trials']:>6}")
         return "\n".join(lines)
 
-    def to_csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
+    def rows(self) -> list[dict]:
+        """One flat row per record: its fields and every metric as ``val_<name>``,
+        ``test_<name>`` and ``final_test_<name>``."""
+        rows = []
         for record in self.records:
-            writer.writerow(record.to_dict())
+            row = {name: getattr(record, name) for name in _FIXED_FIELDS}
+            for prefix, metrics in (("val", record.val_metrics), ("test", record.test_metrics),
+                                    ("final_test", record.final_test_metrics)):
+                row.update({f"{prefix}_{key}": value for key, value in metrics.items()})
+            for name in ("val_loss", "val_accuracy", "test_accuracy", "final_test_accuracy"):
+                if getattr(record, name) is not None:
+                    row.setdefault(name, getattr(record, name))
+            rows.append(row)
+        return rows
+
+    def to_csv(self) -> str:
+        rows = self.rows()
+        metrics = sorted({key for row in rows for key in row if key not in _FIXED_FIELDS})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_FIXED_FIELDS + metrics, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
         return buffer.getvalue()
 
     def save(self, directory: str | os.PathLike) -> dict:
@@ -131,8 +180,9 @@ class SearchResult:
             staged.write_bytes(self.plot_png())
 
     def plot_png(self) -> bytes:
-        """The paper's figure as PNG: test accuracy at early stop and early-stop iteration
-        against percent of weights remaining (log scale, decreasing), trial spread as bars."""
+        """The paper's figure as PNG: the test metric (accuracy) at early stop and the
+        early-stop iteration against percent of weights remaining (log scale, decreasing),
+        trial spread as bars."""
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
@@ -140,12 +190,14 @@ class SearchResult:
 
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         summary = self.summary()
+        metric = self.metric
+        percent = metric == "accuracy"
         for variant in VARIANTS:
             rows = [r for r in summary if r["variant"] == variant]
             if not rows:
                 continue
             x = [100 * r["weights_remaining"] for r in rows]
-            for axis, name, scale in ((axes[0], "test_accuracy", 100),
+            for axis, name, scale in ((axes[0], f"test_{metric}", 100 if percent else 1),
                                       (axes[1], "early_stop_iteration", 1)):
                 mean = np.array([r[name] for r in rows]) * scale
                 low = mean - np.array([r[f"{name}_min"] for r in rows]) * scale
@@ -153,7 +205,7 @@ class SearchResult:
                 axis.errorbar(x, mean, yerr=[low, high], marker="o", markersize=4, capsize=3,
                               label=_LABELS[variant])
         ticks = sorted({round(100 * r["weights_remaining"], 1) for r in summary}, reverse=True)
-        for axis, label in ((axes[0], "test accuracy at early stop (%)"),
+        for axis, label in ((axes[0], f"test {metric} at early stop{' (%)' if percent else ''}"),
                             (axes[1], "early-stop iteration")):
             axis.set_xscale("log")
             axis.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=8)

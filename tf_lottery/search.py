@@ -10,20 +10,20 @@ committed round. One trial's trainings are :class:`tf_lottery.training.Trial`'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Union
 
-import numpy as np
 import tensorflow as tf
 
-from tf_lottery.checks import did_you_mean, names, whole_number
+from tf_lottery.checks import did_you_mean, names, one_of, whole_number
 from tf_lottery.controls import CONTROLS
-from tf_lottery.engines import engine_for, keras_family
-from tf_lottery.errors import DataError, SettingError, SettingTypeError
+from tf_lottery.engines import canonical_names, engine_for, keras_family
+from tf_lottery.errors import DataError, SettingError, SettingTypeError, reason
+from tf_lottery.inputs import EvaluationInput, TrainingInput
 from tf_lottery.masks import Masks
 from tf_lottery.results import SearchResult
 from tf_lottery.rewind import RewindPoint
@@ -37,27 +37,7 @@ from tf_lottery.wrap import prepare
 DEFAULT_LEARNING_RATE = 1.2e-3  # the paper's Adam rate for Lenet-300-100
 
 
-def _fingerprint(arrays) -> dict:
-    x, y = arrays
-    digest = hashlib.sha256()
-    for array in (x, y):
-        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
-    return {"examples": int(len(x)), "shape": list(np.shape(x)[1:]), "sha256": digest.hexdigest()}
-
-
-def _check_data(train, validation, test, batch_size: int) -> None:
-    """Refuse data the search cannot use, before anything is built or written."""
-    for name, data in (("train", train), ("validation", validation), ("test", test)):
-        if not isinstance(data, (tuple, list)) or len(data) != 2:
-            raise DataError(f"{name} must be a pair (inputs, labels) of arrays")
-        if len(data[0]) != len(data[1]):
-            raise DataError(f"{name} has {len(data[0])} inputs but {len(data[1])} labels")
-        if len(data[0]) == 0:
-            raise DataError(f"{name} is empty; the search evaluates on validation and test "
-                            "data and trains on train data: give each at least one example")
-    if len(train[0]) < batch_size:
-        raise DataError(f"{len(train[0])} training examples are fewer than one batch "
-                        f"of {batch_size}")
+MODES = ("min", "max")
 
 
 class LotteryTicketSearch:
@@ -72,9 +52,15 @@ class LotteryTicketSearch:
       controls: any of :data:`tf_lottery.controls.CONTROLS` ("random_reinit",
         "random_pruning"), trained in rounds >= 1.
       trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
-      optimizer: an optimizer of the model's Keras, copied for every trial (default Adam
-        1.2e-3).
-      batch_size, eval_every: the paper uses 60 and 100.
+      optimizer: an optimizer of the model's Keras, copied for every trial, or a Keras
+        identifier (``"adam"``, ``{"class_name": "adam", "config": {"learning_rate":
+        1e-3}}``) resolved with the model's Keras (default Adam 1.2e-3, the paper's).
+      batch_size, eval_every: the paper uses 60 and 100 (``batch_size`` batches arrays; a
+        tf.data training set comes batched).
+      loss, metrics: what every training is compiled with: Keras names or objects (default:
+        sparse categorical cross-entropy from logits, and accuracy: the paper's classifier).
+      monitor, mode: the evaluated metric whose best value ("min" or "max") is the
+        early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
       verbose: Keras progress bars (1), one line per epoch (2) or none (0).
       strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
         ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.
@@ -94,7 +80,8 @@ class LotteryTicketSearch:
                  schedule: RewindingSchedule, run_dir: str | os.PathLike, *,
                  controls: Sequence[str] = tuple(CONTROLS), trials: int = 1, optimizer=None,
                  batch_size: int = 60, eval_every: int = 100, verbose: int = 1,
-                 strategy=None, **settings):
+                 strategy=None, loss=None, metrics=None, monitor: str = "val_loss",
+                 mode: str = "min", **settings):
         self.settings = ImpSettings.build(**settings)
         controls = names(controls, "controls")
         for control in controls:
@@ -114,6 +101,12 @@ class LotteryTicketSearch:
         self.run_dir = RunDirectory(run_dir)
         self.controls = tuple(c for c in CONTROLS if c in controls)
         self.seed = self.settings.seed
+        if not isinstance(monitor, str) or not monitor.startswith("val_"):
+            raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
+                               f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
+        self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
+        self.loss = loss
+        self.metrics = ["accuracy"] if metrics is None else list(names_or_objects(metrics))
         self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
         self._build = model if callable(model) and keras_family(model) is None else None
@@ -121,19 +114,30 @@ class LotteryTicketSearch:
 
     # --- public ----------------------------------------------------------------------
 
-    def run(self, train, validation, test, callbacks=(), keep=None) -> SearchResult:
+    def run(self, train, validation, test, callbacks=(), keep=None,
+            data_identity=None) -> SearchResult:
         """Run (or resume) every trial and round; write and return the results.
 
-        ``train``, ``validation`` and ``test`` are ``(images, integer labels)`` pairs;
-        ``callbacks`` are Keras callbacks added to every training's ``fit``; ``keep`` maps
-        file names to texts to keep in the run directory (written once with the config,
-        checksummed). Everything that can be refused is checked before anything is written.
+        ``train``, ``validation`` and ``test`` are ``(inputs, labels)`` pairs of arrays, or
+        ``tf.data.Dataset`` s yielding ``(x, y)`` batches; ``callbacks`` are Keras callbacks
+        added to every training's ``fit``; ``keep`` maps file names to texts to keep in the
+        run directory (written once with the config, checksummed). Everything that can be
+        refused is checked before anything is written: the data, the model, the settings,
+        the loss and the monitored metric (on one validation batch).
+
+        The data's identity is recorded and checked on resume (a SHA-256 of arrays, an
+        order-independent digest of a dataset's contents); ``data_identity``, a string
+        naming the data (its source and version), replaces the digest of datasets whose
+        contents change at every pass (random augmentation).
         """
-        _check_data(train, validation, test, self.batch_size)
+        train = TrainingInput(train, self.batch_size, data_identity)
+        evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
+                      "test": EvaluationInput(test, "test", data_identity)}
         with self.strategy.scope():
             template = self._model_for_trial(0)
             first = self._prepared(template)
-        config = self._config(template, first, train, validation, test)
+        self._check_on_a_batch(first, evaluation["val"])
+        config = self._config(template, first, train, evaluation)
         with self.run_dir.locked():
             self.run_dir.adopt(config, {"model.json": first.engine.to_json(template),
                                         **(keep or {})})
@@ -143,13 +147,13 @@ class LotteryTicketSearch:
             summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                         {**config["schedule"], **config["settings"]})
             setup = TrialSetup(schedule=self.schedule, settings=self.settings,
-                               controls=self.controls, batch_size=self.batch_size,
-                               eval_every=self.eval_every, verbose=self.verbose,
-                               seed=self.seed, run_dir=self.run_dir,
+                               controls=self.controls, eval_every=self.eval_every,
+                               verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
+                               monitor=self.monitor, mode=self.mode,
                                callbacks=tuple(callbacks), summaries=summaries)
             try:
                 for trial in range(self.trials):
-                    self._run_trial(setup, trial, train, validation, test,
+                    self._run_trial(setup, trial, train, evaluation,
                                     (template, first) if trial == 0 else None)
             finally:
                 summaries.close()
@@ -164,7 +168,8 @@ class LotteryTicketSearch:
 
     def _model_for_trial(self, trial):
         if self._build:
-            model = self._build(self.seed + trial)
+            with canonical_names():  # the same weight paths when built again to resume
+                model = self._build(self.seed + trial)
             if keras_family(model) is None:
                 raise SettingTypeError(f"the model function returned {type(model).__name__}, "
                                        "not a Keras model")
@@ -181,32 +186,71 @@ class LotteryTicketSearch:
         lottery = prepare(model, self.schedule, self.settings)
         engine = lottery.engine
         optimizer = self.optimizer or engine.keras.optimizers.Adam(DEFAULT_LEARNING_RATE)
+        if isinstance(optimizer, (str, dict)):
+            try:
+                optimizer = engine.keras.optimizers.get(optimizer)
+            except (ValueError, TypeError) as error:
+                raise SettingError(f"optimizer {optimizer!r} is not a "
+                                   f"{engine.keras.__name__} optimizer ({error})") from error
         if keras_family(optimizer) != engine.name:
             raise SettingTypeError(
                 f"the optimizer {type(optimizer).__name__} belongs to another Keras than the "
                 f"{engine.name} model; use an optimizer of {engine.keras.__name__}.optimizers")
-        lottery.compile(optimizer=type(optimizer).from_config(optimizer.get_config()),
-                        loss=engine.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=["accuracy"])
+        loss = self.loss or engine.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        try:
+            lottery.compile(optimizer=_copy(optimizer), loss=_copy(loss),
+                            metrics=[_copy(metric) for metric in self.metrics])
+        except (ValueError, TypeError) as error:
+            raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
+                               f"metrics={self.metrics!r}: {error}") from error
         return lottery
 
-    def _config(self, template, lottery, train, validation, test) -> dict:
+    def _check_on_a_batch(self, lottery, validation) -> None:
+        """Evaluate the first model on one validation batch: the data fits the model, the
+        loss is finite at θ0, and the monitored metric exists. Nothing is written yet."""
+        x, y = validation.first_batch()
+        try:
+            metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+            raise DataError(f"the model cannot be evaluated on the validation data: "
+                            f"{reason(error)} Check that the data "
+                            "yields (x, y) with x shaped like the model's input and y like "
+                            "what the loss expects") from error
+        available = [f"val_{name}" for name in metrics]
+        if self.monitor not in available:
+            raise SettingError(f"monitor {self.monitor!r} is not a metric the search "
+                               f"evaluates.{did_you_mean(self.monitor, available)} The "
+                               f"metrics: {', '.join(available)} (add the metric to "
+                               "metrics=[...])")
+        if not math.isfinite(metrics["loss"]):
+            raise DataError(f"the loss is {metrics['loss']} on the first validation batch at "
+                            "the initial weights: check that the loss fits the model's output "
+                            "(from_logits=True for logits, False after a softmax), that the "
+                            "labels are in the format it expects (integers for sparse "
+                            "losses, one-hot otherwise) and that the data has no NaN")
+
+    def _config(self, template, lottery, train, evaluation) -> dict:
         optimizer = lottery.optimizer
+        keras = lottery.engine.keras
         return {
             "engine": lottery.engine.name,
             "model": json.loads(lottery.engine.to_json(template)),
             "schedule": self.schedule.get_config()["config"],
             "settings": self.settings.to_config(),
             "controls": list(self.controls), "trials": self.trials, "seed": self.seed,
-            "optimizer": {"class_name": type(optimizer).__name__,
-                          "config": optimizer.get_config()},
+            "optimizer": {"class_name": type(optimizer).__name__,  # its name aside
+                          "config": {k: v for k, v in optimizer.get_config().items()
+                                     if k != "name"}},
             "batch_size": self.batch_size, "eval_every": self.eval_every,
             "replicas": self.strategy.num_replicas_in_sync,
-            "data": {"train": _fingerprint(train), "validation": _fingerprint(validation),
-                     "test": _fingerprint(test)},
+            "loss": _serialized(keras.losses, self.loss),
+            "metrics": [_serialized(keras.metrics, metric) for metric in self.metrics],
+            "monitor": self.monitor, "mode": self.mode,
+            "data": {"train": train.identity(), "validation": evaluation["val"].identity(),
+                     "test": evaluation["test"].identity()},
         }
 
-    def _run_trial(self, setup, trial, train, validation, test, built=None):
+    def _run_trial(self, setup, trial, train, evaluation, built=None):
         done = self.run_dir.completed_rounds(trial)
         if done > self.schedule.rounds:
             return
@@ -214,8 +258,7 @@ class LotteryTicketSearch:
             if built is None:
                 original = self._model_for_trial(trial)
                 built = (original, self._prepared(original))
-            run = Trial(setup, trial, built[1], built[0], train,
-                        {"val": validation, "test": test})
+            run = Trial(setup, trial, built[1], built[0], train, evaluation)
         masks, start = run.resume_state(done)
         for round_index in range(done, self.schedule.rounds + 1):
             with self.run_dir.staging(trial, round_index) as stage:
@@ -243,16 +286,35 @@ class LotteryTicketSearch:
         self._trained += len(records)
         if not self.verbose:
             return
-        ticket = records[0]
-        controls = "".join(f", {r.variant} {r.test_accuracy:.4f}" for r in records[1:])
+        ticket, metric = records[0], SearchResult(records).metric
+        controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
         per_training = (time.perf_counter() - self._started) / self._trained
         left = sum(1 + (len(self.controls) if r > 0 else 0)
                    for t in range(trial, self.trials)
                    for r in range(round_index + 1 if t == trial else 0, self.schedule.rounds + 1))
         print(f"trial {trial + 1}/{self.trials}, round {round_index}/{self.schedule.rounds}: "
-              f"{ticket.weights_remaining:.2%} of weights, test accuracy at early stop "
-              f"{ticket.test_accuracy:.4f} (iteration {ticket.early_stop_iteration}){controls}"
+              f"{ticket.weights_remaining:.2%} of weights, test {metric} at early stop "
+              f"{ticket.metric(metric):.4f} (iteration {ticket.early_stop_iteration}){controls}"
               f"; about {_duration(left * per_training)} left", flush=True)
+
+
+def names_or_objects(metrics):
+    if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):
+        raise SettingTypeError(f"metrics must be a list of Keras metric names or objects, got "
+                               f"{metrics!r}; write metrics=[{metrics!r}]")
+    return metrics
+
+
+def _serialized(module, obj):
+    """A loss or metric as the config records it: a name, or Keras's serialized form."""
+    return obj if obj is None or isinstance(obj, str) else module.serialize(obj)
+
+
+def _copy(obj):
+    """A fresh copy of a Keras optimizer, loss or metric object (strings as they are)."""
+    if isinstance(obj, str) or not hasattr(obj, "get_config"):
+        return obj
+    return type(obj).from_config(obj.get_config())
 
 
 def _duration(seconds: float) -> str:

@@ -115,9 +115,6 @@ class TensorBoardRounds(RoundCallback):
 class SearchSummaries:
     """The TensorBoard side of a LotteryTicketSearch, writing into ``RUN_DIR/logs``."""
 
-    _SCALARS = ("weights_remaining", "test_accuracy", "early_stop_iteration",
-                "final_test_accuracy", "val_loss", "val_accuracy")
-
     def __init__(self, logdir: str | os.PathLike, config: dict, hparams: dict):
         self.logdir = Path(logdir)
         self.config, self.hparams = config, hparams
@@ -142,8 +139,14 @@ class SearchSummaries:
 
     def round_committed(self, record, masks: Masks, previous: Optional[Masks],
                         weights: dict) -> None:
-        """Everything one variant's training in one round reached."""
-        scalars = {name: getattr(record, name) for name in self._SCALARS}
+        """Everything one variant's training in one round reached: weights remaining, the
+        early-stop iteration, every metric at early stop (``val_*``, ``test_*``) and at the
+        end (``final_test_*``)."""
+        scalars = {"weights_remaining": record.weights_remaining,
+                   "early_stop_iteration": record.early_stop_iteration}
+        for prefix, metrics in (("val", record.val_metrics), ("test", record.test_metrics),
+                                ("final_test", record.final_test_metrics)):
+            scalars.update({f"{prefix}_{name}": value for name, value in metrics.items()})
         self._writer(record.trial, record.variant).write_round(
             record.round, scalars, masks, previous, weights)
 

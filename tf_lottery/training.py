@@ -1,10 +1,11 @@
 """One trial of a search: its model, its trainings, their evaluation and their backups.
 
 A :class:`Trial` trains the ticket and the controls of each round from their starting
-weights under their masks, evaluating validation and test data every ``eval_every``
-iterations; the early-stop iteration is the one of minimum validation loss. A training
-in progress is saved at every epoch end (:class:`EpochBackup`), so a killed run resumes
-from its last epoch, bit for bit.
+weights under their masks, evaluating the compiled loss and metrics on validation and test
+data every ``eval_every`` iterations; the early-stop iteration is the best value of the
+search's ``monitor`` (minimum validation loss by default, as in the paper). A training in
+progress is saved at every epoch end (:class:`EpochBackup`), so a killed run resumes from
+its last epoch, bit for bit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from tf_lottery.atomic import replacing
 from tf_lottery.callbacks import Callback
@@ -36,8 +36,6 @@ from tf_lottery.rewind import (
 from tf_lottery.rounds import current_masks, masked_weights, start_round, trained_masks
 from tf_lottery.rundir import read_json, write_json
 
-EVAL_BATCH = 1000  # examples per evaluation step
-
 
 @dataclasses.dataclass(frozen=True)
 class TrialSetup:
@@ -46,13 +44,17 @@ class TrialSetup:
     schedule: object
     settings: object
     controls: tuple
-    batch_size: int
     eval_every: int
     verbose: int
     seed: int
     run_dir: object                 # the RunDirectory
+    monitor: str = "val_loss"       # the metric whose best value is the early stop
+    mode: str = "min"               # whether its best is the minimum or the maximum
     callbacks: tuple = ()           # the user's Keras callbacks, added to every fit
     summaries: object = None        # the SearchSummaries writing TensorBoard logs
+
+    def better(self, value: float, best: float) -> bool:
+        return value < best if self.mode == "min" else value > best
 
     def round_seed(self, trial: int, round_index: int, variant: str) -> int:
         """The seed of one training: shuffling, dropout and the controls' draws."""
@@ -75,11 +77,10 @@ class TrainingState:
 
 class Evaluator:
     """The compiled loss and metrics of a model on fixed data sets, in Keras's compiled
-    test step over large batches; keys are ``<set>_<metric>`` (``val_loss``)."""
+    test step; keys are ``<set>_<metric>`` (``val_loss``, ``test_accuracy``)."""
 
-    def __init__(self, sets: dict, batch_size: int = EVAL_BATCH):
-        self._sets = {name: tf.data.Dataset.from_tensor_slices(tuple(data))
-                      .batch(batch_size).cache() for name, data in sets.items()}
+    def __init__(self, sets: dict):
+        self._sets = {name: data.batches() for name, data in sets.items()}
 
     def __call__(self, model) -> dict:
         out = {}
@@ -90,21 +91,21 @@ class Evaluator:
 
 
 class RoundTracker(Callback):
-    """Evaluates every ``eval_every`` steps, remembers the minimum validation loss, stops the
+    """Evaluates every ``eval_every`` steps, remembers the best ``monitor`` value, stops the
     fit after ``steps`` steps or at a non-finite loss; captures a rewind point if asked."""
 
-    def __init__(self, evaluator: Evaluator, eval_every: int, steps: int, capture=None):
+    def __init__(self, setup: TrialSetup, evaluator: Evaluator, steps: int, capture=None):
         super().__init__()
-        self.evaluator, self.eval_every, self.steps = evaluator, eval_every, steps
+        self.setup, self.evaluator, self.steps = setup, evaluator, steps
         self.capture = capture  # (step, callback(model)) or None
         self.state = TrainingState()
 
     def on_train_batch_end(self, batch, logs=None):
-        state = self.state
+        state, setup = self.state, self.setup
         state.step += 1
         if self.capture and state.step == self.capture[0]:
             self.capture[1](self.model)
-        if state.step % self.eval_every == 0 or state.step == self.steps:
+        if state.step % setup.eval_every == 0 or state.step == self.steps:
             metrics = self.evaluator(self.model)
             train_loss = float(logs["loss"]) if logs and "loss" in logs else 0.0
             if not (math.isfinite(metrics["val_loss"]) and math.isfinite(train_loss)):
@@ -112,7 +113,8 @@ class RoundTracker(Callback):
                 self.model.stop_training = True
                 return
             state.last = dict(metrics, iteration=state.step)
-            if state.best is None or metrics["val_loss"] < state.best["val_loss"]:
+            if state.best is None or setup.better(metrics[setup.monitor],
+                                                  state.best[setup.monitor]):
                 state.best = state.last
         if state.step >= self.steps:
             self.model.stop_training = True
@@ -177,8 +179,7 @@ class Trial:
 
     def __init__(self, setup: TrialSetup, trial: int, model, original, train, eval_sets):
         self.setup, self.trial, self.model, self.original = setup, trial, model, original
-        # one tensor copy of the training set per trial, not one per training
-        self.train_data = tuple(tf.convert_to_tensor(array) for array in train)
+        self.train_data = train  # a TrainingInput
         self.reset = OptimizerReset(model.optimizer, model.trainable_variables)
         self.evaluator = Evaluator(eval_sets)
         self.rewind_dir = setup.run_dir.rewind_dir(trial)
@@ -251,9 +252,8 @@ class Trial:
         policy = setup.settings.policy
         self.reset.reset(step=policy.optimizer_step(round_index, steps)
                          if variant == "ticket" else 0)
-        x, y = self.train_data
-        per_epoch = min(steps, len(x) // setup.batch_size)
-        tracker = RoundTracker(self.evaluator, setup.eval_every, steps, capture)
+        per_epoch = min(steps, self.train_data.batches_per_epoch() or steps)
+        tracker = RoundTracker(setup, self.evaluator, steps, capture)
         backup = EpochBackup(self.rewind_dir.parent / "in_progress",
                              {"round": round_index, "variant": variant, "seed": seed},
                              tracker, self.reset.variables)
@@ -261,16 +261,14 @@ class Trial:
         if first_epoch and setup.verbose:
             print(f"trial {self.trial}, round {round_index} ({variant}): resuming at epoch "
                   f"{first_epoch}, iteration {tracker.state.step}", flush=True)
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)) \
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
-            .batch(setup.batch_size, drop_remainder=True).repeat() \
-            .skip(first_epoch * per_epoch).prefetch(tf.data.AUTOTUNE)
+        dataset = self.train_data.batches(seed, skip=first_epoch * per_epoch)
         callbacks = [tracker, backup, *setup.callbacks]
         if setup.summaries is not None:
             callbacks.append(setup.summaries.keras_callback(model.engine, self.trial, variant,
                                                             round_index))
         began = time.perf_counter()
         model.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+                  shuffle=False,
                   initial_epoch=first_epoch, callbacks=callbacks, verbose=setup.verbose)
         backup.discard()
         start_round(model, masks, None)  # the last update may have touched pruned weights
@@ -290,7 +288,16 @@ class Trial:
             weights_remaining=masks.fraction_kept(),
             layer_weights_remaining={k: kept[k] / masks[k].size for k in masks},
             early_stop_iteration=best["iteration"], val_loss=best["val_loss"],
-            val_accuracy=best["val_accuracy"], test_accuracy=best["test_accuracy"],
-            final_test_accuracy=last["test_accuracy"],
-            wall_time=time.perf_counter() - began)
+            val_accuracy=best.get("val_accuracy"), test_accuracy=best.get("test_accuracy"),
+            final_test_accuracy=last.get("test_accuracy"),
+            wall_time=time.perf_counter() - began, monitor=setup.monitor,
+            val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
+            final_test_metrics=_of_set(last, "test"))
         return Training(record, masks, masked_weights(model, masks))
+
+
+def _of_set(metrics: dict, name: str) -> dict:
+    """``{"loss": ..., "mae": ...}`` of one set out of ``{"val_loss": ..., "test_mae": ...}``."""
+    prefix = f"{name}_"
+    return {key[len(prefix):]: value for key, value in metrics.items()
+            if key.startswith(prefix)}

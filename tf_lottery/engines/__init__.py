@@ -14,7 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 
 from tf_lottery.engines.base import Engine, PrunedWeight
 from tf_lottery.errors import SettingTypeError
@@ -52,5 +54,19 @@ def engine_for(model) -> Engine:
     return engine_named(name)
 
 
-__all__ = ["ENGINES", "Engine", "KERAS_VERSIONS", "PrunedWeight", "engine_for",
-           "engine_named", "keras_family"]
+@contextlib.contextmanager
+def canonical_names():
+    """Build models inside this to give their auto-named layers the names a fresh process
+    gives (``dense``, ``dense_1``, ...), so a model built again in the same process (a
+    resumed search) has the same weight paths. The caller's name counters come back after.
+    """
+    scopes = [engine_named(name).name_counters() for name, (_, package) in ENGINES.items()
+              if package in sys.modules]
+    with contextlib.ExitStack() as stack:
+        for scope in scopes:
+            stack.enter_context(scope)
+        yield
+
+
+__all__ = ["ENGINES", "Engine", "KERAS_VERSIONS", "PrunedWeight", "canonical_names",
+           "engine_for", "engine_named", "keras_family"]

@@ -137,6 +137,11 @@ class Engine(abc.ABC):
         """Callbacks the engine needs in every ``fit`` of a prepared model."""
         return []
 
+    @abc.abstractmethod
+    def name_counters(self):
+        """A context in which this Keras names layers as in a fresh process; its counters
+        are restored on exit."""
+
     def set_random_seed(self, seed: int) -> None:
         self.keras.utils.set_random_seed(seed)
 

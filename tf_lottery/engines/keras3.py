@@ -16,6 +16,8 @@ advances the step counter in it. Callbacks read and assign variables through
 
 from __future__ import annotations
 
+import collections
+import contextlib
 from pathlib import Path
 
 import keras
@@ -285,6 +287,16 @@ class Keras3Engine(Engine):
 
     def load_model(self, path, **kwargs):
         return keras.models.load_model(path, **kwargs)
+
+    @contextlib.contextmanager
+    def name_counters(self):
+        from keras.src.backend.common import global_state
+        saved = global_state.get_global_attribute("object_name_uids")
+        global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+        try:
+            yield
+        finally:
+            global_state.set_global_attribute("object_name_uids", saved)
 
 
 ENGINE = Keras3Engine()

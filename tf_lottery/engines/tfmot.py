@@ -13,6 +13,8 @@ back, so using a tf_keras model with tf_lottery changes nothing for Keras 3 code
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import inspect
 import os
 
@@ -263,6 +265,20 @@ class TfKerasEngine(Engine):
     def load_model(self, path, **kwargs):
         with keras.utils.custom_object_scope(self.custom_objects()):
             return keras.models.load_model(path, **kwargs)
+
+    @contextlib.contextmanager
+    def name_counters(self):
+        from tf_keras.src import backend
+        saved = ({graph: dict(uids) for graph, uids in
+                  backend.PER_GRAPH_OBJECT_NAME_UIDS.items()}, set(backend.OBSERVED_NAMES))
+        backend.reset_uids()
+        try:
+            yield
+        finally:
+            backend.reset_uids()
+            for graph, uids in saved[0].items():
+                backend.PER_GRAPH_OBJECT_NAME_UIDS[graph] = collections.defaultdict(int, uids)
+            backend.OBSERVED_NAMES.update(saved[1])
 
 
 ENGINE = TfKerasEngine()
