@@ -32,7 +32,7 @@ so nothing downloads. open_lth runs unmodified through a small launcher written 
 cache that points its local platform's output and dataset roots into the cache, restores
 ``numpy.product`` (removed in NumPy 2, called by open_lth's learning-rate schedule), puts a
 stand-in for ``torch.nn.parallel.DistributedDataParallel`` (open_lth subclasses it with an
-MRO that torch >= 1.10 refuses at import, open_lth issue #16; it is used only in
+MRO that newer torch refuses at import, open_lth issue #16; it is used only in
 distributed runs), sets torch's threads and times each training.
 
     python benchmarks/open_lth_comparison.py               # 3 alternating repetitions
@@ -121,8 +121,8 @@ torch.set_num_threads(int(os.environ["OPEN_LTH_THREADS"]))
 
 class _UnusedDistributedDataParallel(torch.nn.Module):
     """open_lth's models/base.py subclasses (Model, DistributedDataParallel), an MRO that
-    torch >= 1.10 refuses (DDP became (Module, Joinable): open_lth issue #16, which pins
-    torch 1.4). It is used for distributed runs only, never here: a stand-in lets it load."""
+    newer torch refuses (DDP is now (Module, Joinable), Joinable an ABC: open_lth issue #16,
+    answered there by pinning torch 1.4). Used in distributed runs only, never here."""
 
 
 torch.nn.parallel.DistributedDataParallel = _UnusedDistributedDataParallel

@@ -229,7 +229,7 @@ CATALOG = {
     "labels the loss cannot take": (lambda ws: _user_cli(
         ws, "dataset=user_things:labels_out_of_range", "model=user_things:ten_classes"), CLI,
         "cannot be evaluated on the validation data: Received a label value of 12 which is "
-        "outside the valid range"),
+        "outside the valid range|the loss is nan on the first validation batch.*labels"),
     "monitor no metric produces": (lambda ws: _cli(ws, "monitor=val_auc"), CLI,
                                    "monitor 'val_auc' is not a metric the search evaluates"),
     "monitor of the test set": (lambda ws: _cli(ws, "monitor=test_loss"), CLI,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery as tfl
@@ -150,7 +151,7 @@ def test_a_diverging_round_names_the_round_and_keeps_the_earlier_ones(splits, tm
             self.trainings += 1
 
         def on_train_batch_begin(self, batch, logs=None):
-            if self.trainings == 2 and batch == 2:  # round 1's ticket
+            if self.trainings == 2 and batch >= 2:  # round 1's ticket, its 2nd call
                 kernel = self.model.layers[2].layer.kernel
                 kernel.assign(np.full(kernel.shape, np.inf, "float32"))
 
@@ -171,3 +172,23 @@ def test_bad_search_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _search(tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_xla_cannot_compile_falls_back_with_a_message(splits, tmp_path, capsys):
+    def with_python_op(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((28, 28, 1))
+        x = keras.layers.Flatten()(inputs)
+        x = keras.layers.Lambda(lambda t: tf.ensure_shape(tf.numpy_function(
+            lambda a: a, [t], tf.float32, stateful=False), (None, 784)))(x)  # XLA refuses it
+        outputs = keras.layers.Dense(10, name="output")(x)
+        return keras.Model(inputs, outputs)
+
+    schedule = tfl.RewindingSchedule(rounds=1, steps_per_round=10)
+    result = tfl.LotteryTicketSearch(with_python_op, schedule, tmp_path / "run", eval_every=5,
+                                     verbose=0, controls=()).run(*splits)
+    assert "XLA cannot compile" in capsys.readouterr().out
+    assert len(result.records) == 2 and all(np.isfinite(r.val_loss) for r in result.records)
+    with pytest.raises(Exception, match="(?i)xla|PyFunc|numpy_function"):
+        tfl.LotteryTicketSearch(with_python_op, schedule, tmp_path / "strict", eval_every=5,
+                                verbose=0, controls=(), jit_compile=True).run(*splits)

@@ -93,6 +93,8 @@ class RunConfig:
     metrics: tuple = ("accuracy",)
     monitor: str = "val_loss"
     mode: str = "min"
+    steps_per_execution: Union[int, str] = "auto"
+    jit_compile: Union[bool, str] = "auto"
     config_dir: Optional[str] = None
 
     RECORD = "run_config.yaml"  # the config a run directory was started with, for export
@@ -132,6 +134,9 @@ class RunConfig:
             raise ConfigError(f"monitor must name a validation metric (val_loss, val_mae, "
                               f"...), got {self.monitor!r}")
         one_of(self.mode, "mode", MODES)
+        one_of(self.jit_compile, "jit_compile", ("auto", True, False))
+        if self.steps_per_execution != "auto":
+            whole_number(self.steps_per_execution, "steps_per_execution")
         whole_number(self.validation_size, "validation_size")
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None:
@@ -299,6 +304,7 @@ class RunConfig:
             trials=self.trials, optimizer=self.optimizer_spec(), batch_size=self.batch_size,
             eval_every=self.eval_every, verbose=self.verbose, strategy=self.distribution(),
             loss=loss, metrics=list(self.metrics), monitor=self.monitor, mode=self.mode,
+            steps_per_execution=self.steps_per_execution, jit_compile=self.jit_compile,
             **self.settings().to_config())
 
     def distribution(self):

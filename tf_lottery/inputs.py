@@ -131,15 +131,22 @@ class TrainingInput(_Input):
 
     def batches(self, seed: int, skip: int = 0) -> tf.data.Dataset:
         """The training batches of one training: shuffled by ``seed`` (arrays), repeated,
-        the first ``skip`` batches left out (a resumed training)."""
+        the first ``skip`` batches left out (a resumed training).
+
+        Arrays are shuffled as indices, reshuffled every pass, and each batch gathered from
+        the tensors that hold the data once: no shuffle buffer of examples, and no autotuner
+        whose next tick a fit would wait for at its end.
+        """
         if self.arrays is None:
-            dataset = self.dataset.repeat()
-        else:
-            x, y = self.arrays
-            dataset = tf.data.Dataset.from_tensor_slices((x, y)) \
-                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
-                .batch(self.batch_size, drop_remainder=True).repeat()
-        return dataset.skip(skip).prefetch(tf.data.AUTOTUNE)
+            return self.dataset.repeat().skip(skip).prefetch(tf.data.AUTOTUNE)
+        x, y = self.arrays
+        indices = tf.data.Dataset.range(len(x)) \
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
+            .batch(self.batch_size, drop_remainder=True).repeat().skip(skip)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return indices.map(lambda index: (tf.gather(x, index), tf.gather(y, index))) \
+            .prefetch(2).with_options(options)
 
 
 class EvaluationInput(_Input):

@@ -31,7 +31,7 @@ from tf_lottery.rundir import RunDirectory
 from tf_lottery.schedule import RewindingSchedule
 from tf_lottery.settings import ImpSettings
 from tf_lottery.tensorboard import SearchSummaries
-from tf_lottery.training import Trial, TrialSetup
+from tf_lottery.training import Trial, TrialSetup, compile_model, without_xla, xla_refused
 from tf_lottery.wrap import prepare
 
 DEFAULT_LEARNING_RATE = 1.2e-3  # the paper's Adam rate for Lenet-300-100
@@ -61,6 +61,11 @@ class LotteryTicketSearch:
         sparse categorical cross-entropy from logits, and accuracy: the paper's classifier).
       monitor, mode: the evaluated metric whose best value ("min" or "max") is the
         early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
+      steps_per_execution: training steps per compiled call; "auto" runs from one
+        evaluation (or round end, or rewind capture) to the next in one call.
+      jit_compile: XLA for the training and evaluation steps (TensorFlow backends): "auto"
+        tries it and falls back, with a message, where the model does not compile under
+        XLA; True insists; False turns it off. (JAX always compiles.)
       verbose: Keras progress bars (1), one line per epoch (2) or none (0).
       strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
         ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.
@@ -81,7 +86,8 @@ class LotteryTicketSearch:
                  controls: Sequence[str] = tuple(CONTROLS), trials: int = 1, optimizer=None,
                  batch_size: int = 60, eval_every: int = 100, verbose: int = 1,
                  strategy=None, loss=None, metrics=None, monitor: str = "val_loss",
-                 mode: str = "min", **settings):
+                 mode: str = "min", steps_per_execution="auto", jit_compile="auto",
+                 **settings):
         self.settings = ImpSettings.build(**settings)
         controls = names(controls, "controls")
         for control in controls:
@@ -105,10 +111,16 @@ class LotteryTicketSearch:
             raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
                                f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
         self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
+        self.steps_per_execution = self._execution_steps(steps_per_execution)
+        self.jit_compile = one_of(jit_compile, "jit_compile", ("auto", True, False))
         self.loss = loss
         self.metrics = ["accuracy"] if metrics is None else list(names_or_objects(metrics))
         self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
+        # "auto": XLA until it refuses the model, but not for replicas on CPUs, where XLA
+        # has no collectives (and a refused collective leaves the workers broken)
+        self._use_xla = jit_compile is True or (jit_compile == "auto" and (
+            self.strategy.num_replicas_in_sync == 1 or tf.config.list_physical_devices("GPU")))
         self._build = model if callable(model) and keras_family(model) is None else None
         self._model = None if self._build else model
 
@@ -148,6 +160,8 @@ class LotteryTicketSearch:
                                         {**config["schedule"], **config["settings"]})
             setup = TrialSetup(schedule=self.schedule, settings=self.settings,
                                controls=self.controls, eval_every=self.eval_every,
+                               steps_per_execution=self.steps_per_execution,
+                               jit_compile=self.jit_compile,
                                verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
                                monitor=self.monitor, mode=self.mode,
                                callbacks=tuple(callbacks), summaries=summaries)
@@ -198,19 +212,44 @@ class LotteryTicketSearch:
                 f"{engine.name} model; use an optimizer of {engine.keras.__name__}.optimizers")
         loss = self.loss or engine.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         try:
-            lottery.compile(optimizer=_copy(optimizer), loss=_copy(loss),
-                            metrics=[_copy(metric) for metric in self.metrics])
+            compile_model(lottery, optimizer=_copy(optimizer), loss=_copy(loss),
+                          metrics=[_copy(metric) for metric in self.metrics],
+                          steps_per_execution=self.steps_per_execution,
+                          jit_compile=self._use_xla)
         except (ValueError, TypeError) as error:
             raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
                                f"metrics={self.metrics!r}: {error}") from error
         return lottery
+
+    def _execution_steps(self, steps) -> int:
+        """Steps per compiled call: every place the search acts (an evaluation, a round end,
+        the rewind capture) must end a call, so "auto" is their greatest common divisor."""
+        boundaries = [self.eval_every, self.schedule.steps_per_round]
+        if self.settings.policy.rewind_step:
+            boundaries.append(self.settings.policy.rewind_step)
+        if steps == "auto":
+            return math.gcd(*boundaries)
+        steps = whole_number(steps, "steps_per_execution")
+        if any(boundary % steps for boundary in boundaries):
+            raise SettingError(
+                f"steps_per_execution={steps} must divide eval_every={self.eval_every}, "
+                f"steps_per_round={self.schedule.steps_per_round} and the rewind step: the "
+                "search evaluates, ends rounds and captures the rewind point between calls")
+        return steps
 
     def _check_on_a_batch(self, lottery, validation) -> None:
         """Evaluate the first model on one validation batch: the data fits the model, the
         loss is finite at θ0, and the monitored metric exists. Nothing is written yet."""
         x, y = validation.first_batch()
         try:
-            metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
+            try:
+                metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
+            except Exception as error:  # XLA's refusals come as several error types
+                if not xla_refused(self.jit_compile, lottery, error):
+                    raise
+                self._use_xla = False
+                without_xla(lottery, error)
+                metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             raise DataError(f"the model cannot be evaluated on the validation data: "
                             f"{reason(error)} Check that the data "
@@ -246,6 +285,7 @@ class LotteryTicketSearch:
             "loss": _serialized(keras.losses, self.loss),
             "metrics": [_serialized(keras.metrics, metric) for metric in self.metrics],
             "monitor": self.monitor, "mode": self.mode,
+            "steps_per_execution": self.steps_per_execution, "jit_compile": self.jit_compile,
             "data": {"train": train.identity(), "validation": evaluation["val"].identity(),
                      "test": evaluation["test"].identity()},
         }

@@ -22,7 +22,7 @@ import numpy as np
 from tf_lottery.atomic import replacing
 from tf_lottery.callbacks import Callback
 from tf_lottery.controls import CONTROLS
-from tf_lottery.errors import DivergedError
+from tf_lottery.errors import DivergedError, reason
 from tf_lottery.integrity import verify, write_manifest
 from tf_lottery.masks import Masks
 from tf_lottery.results import VARIANTS, RoundRecord
@@ -45,6 +45,8 @@ class TrialSetup:
     settings: object
     controls: tuple
     eval_every: int
+    steps_per_execution: int
+    jit_compile: object             # "auto", True or False
     verbose: int
     seed: int
     run_dir: object                 # the RunDirectory
@@ -100,9 +102,14 @@ class RoundTracker(Callback):
         self.capture = capture  # (step, callback(model)) or None
         self.state = TrainingState()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.state.step
+
     def on_train_batch_end(self, batch, logs=None):
+        """Called once per compiled call of ``steps_per_execution`` steps: ``batch`` is the
+        index (in the epoch) of the call's last step."""
         state, setup = self.state, self.setup
-        state.step += 1
+        state.step = self._epoch_start + batch + 1
         if self.capture and state.step == self.capture[0]:
             self.capture[1](self.model)
         if state.step % setup.eval_every == 0 or state.step == self.steps:
@@ -252,7 +259,9 @@ class Trial:
         policy = setup.settings.policy
         self.reset.reset(step=policy.optimizer_step(round_index, steps)
                          if variant == "ticket" else 0)
-        per_epoch = min(steps, self.train_data.batches_per_epoch() or steps)
+        every = setup.steps_per_execution  # epochs are whole calls, so calls restart in step
+        per_epoch = every * max(1, min(steps, self.train_data.batches_per_epoch() or steps)
+                                // every)
         tracker = RoundTracker(setup, self.evaluator, steps, capture)
         backup = EpochBackup(self.rewind_dir.parent / "in_progress",
                              {"round": round_index, "variant": variant, "seed": seed},
@@ -266,10 +275,18 @@ class Trial:
         if setup.summaries is not None:
             callbacks.append(setup.summaries.keras_callback(model.engine, self.trial, variant,
                                                             round_index))
-        began = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
-                  shuffle=False,
-                  initial_epoch=first_epoch, callbacks=callbacks, verbose=setup.verbose)
+        began, start_step = time.perf_counter(), tracker.state.step
+        fit = dict(x=dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+                   shuffle=False, initial_epoch=first_epoch, callbacks=callbacks,
+                   verbose=setup.verbose)
+        try:
+            model.fit(**fit)
+        except Exception as error:  # XLA's refusals come as several error types
+            if tracker.state.step > start_step or not xla_refused(setup.jit_compile, model,
+                                                                  error):
+                raise
+            without_xla(model, error)
+            model.fit(**fit)
         backup.discard()
         start_round(model, masks, None)  # the last update may have touched pruned weights
         state = tracker.state
@@ -301,3 +318,27 @@ def _of_set(metrics: dict, name: str) -> dict:
     prefix = f"{name}_"
     return {key[len(prefix):]: value for key, value in metrics.items()
             if key.startswith(prefix)}
+
+
+def compile_model(model, **settings) -> None:
+    """Compile a trial's LotteryModel, remembering the settings (to recompile without XLA).
+
+    On the JAX backend every step is compiled whatever ``jit_compile`` says."""
+    if model.engine.always_compiled:
+        settings["jit_compile"] = True
+    model.compile(**settings)
+    model.compile_settings = settings
+
+
+def xla_refused(jit_compile, model, error) -> bool:
+    """Whether ``error`` is XLA refusing to compile ``model`` under ``jit_compile="auto"``
+    (for example collectives of a distribution strategy on CPUs)."""
+    return (jit_compile == "auto" and bool(model.compile_settings.get("jit_compile"))
+            and "xla" in str(error).lower())
+
+
+def without_xla(model, error) -> None:
+    """Recompile ``model`` without XLA (the same optimizer and its state), and say so."""
+    print(f"XLA cannot compile {model.name!r} ({reason(error, 160)}); going on without XLA "
+          "(jit_compile=False turns it off from the start)", flush=True)
+    compile_model(model, **dict(model.compile_settings, jit_compile=False))

@@ -52,6 +52,7 @@ class Engine(abc.ABC):
     """One Keras (and its masking machinery) behind tf_lottery's engine-neutral code."""
 
     name: str = ""  # "tf_keras", "keras3": what errors and the run directory call it
+    always_compiled = False  # whether every step is compiled whatever jit_compile says (JAX)
 
     @property
     @abc.abstractmethod

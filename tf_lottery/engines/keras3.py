@@ -147,6 +147,7 @@ class Keras3Engine(Engine):
     name = "keras3"
     keras = keras
     lottery_model = Keras3LotteryModel
+    always_compiled = keras.backend.backend() == "jax"  # XLA whatever jit_compile says
 
     def check_model(self, model) -> None:
         if not isinstance(model, keras.Model):
