@@ -52,6 +52,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,6 +81,7 @@ HPARAMS = {"model": "mnist_lenet_300_100", "init": "kaiming_normal", "optimizer"
            "learning_rate": 0.1, "momentum": 0.0, "batch_size": 128,
            "pruning": "sparse_global", "pruning_fraction": 0.2, "not_pruned": "output layer",
            "rewind": "theta0", "train_examples": 60_000, "normalize": (0.1307, 0.3081)}
+CONTENDED_CORES = 0.2  # other processes' mean load that marks a run as disturbed
 ITERATIONS_PER_EPOCH = math.ceil(HPARAMS["train_examples"] / HPARAMS["batch_size"])  # 469
 
 NOT_MATCHED = [
@@ -240,7 +242,27 @@ def prepare_mnist(args) -> Path:
 # --- one run of each -----------------------------------------------------------------
 
 
-def _run(command, env, log: Path) -> float:
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _run(command, env, log: Path) -> tuple[float, float | None]:
+    """Run ``command``: its wall seconds, and the cores other processes kept busy meanwhile
+    (the machine's busy CPU time less this benchmark's, over the wall time; None if
+    unknown): near 0 on an idle machine."""
+    busy, own = _busy_cpu_seconds(), _own_cpu_seconds()
     began = time.perf_counter()
     with open(log, "w") as out:
         done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -248,7 +270,10 @@ def _run(command, env, log: Path) -> float:
     if done.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         sys.exit(f"{' '.join(map(str, command))} failed ({done.returncode}); {log}:\n{tail}")
-    return seconds
+    after = _busy_cpu_seconds()
+    others = None if busy is None or after is None else \
+        max(0.0, (after - busy) - (_own_cpu_seconds() - own)) / seconds
+    return seconds, others
 
 
 def run_open_lth(args, src: Path, dataset_root: Path, launcher: Path, log: Path) -> dict:
@@ -260,12 +285,13 @@ def run_open_lth(args, src: Path, dataset_root: Path, launcher: Path, log: Path)
         command = [args.torch_python, str(launcher), "lottery",
                    "--default_hparams=mnist_lenet_300_100",
                    f"--training_steps={args.training_steps}", f"--levels={args.levels}"]
-        wall = _run(command, env, log)
+        wall, others = _run(command, env, log)
         summary = json.loads((Path(workdir) / "summary.json").read_text())
     trainings = sorted(summary.pop("trainings"), key=lambda t: t["level"])
     for training in trainings:
         training.pop("location")
-    return {"framework": "open_lth", "wall_s": wall, "trainings": trainings, **summary}
+    return {"framework": "open_lth", "wall_s": wall, "other_cores_busy": others,
+            "trainings": trainings, **summary}
 
 
 def run_tf_lottery(args, log: Path) -> dict:
@@ -275,9 +301,9 @@ def run_tf_lottery(args, log: Path) -> dict:
                 "input": args.tf_input, "init": args.tf_init}
         command = [args.tf_python, str(HERE), "--child-tf", json.dumps(spec)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
-        wall = _run(command, env, log)
+        wall, others = _run(command, env, log)
         summary = json.loads((Path(workdir) / "summary.json").read_text())
-    return {"framework": "tf_lottery", "wall_s": wall, **summary}
+    return {"framework": "tf_lottery", "wall_s": wall, "other_cores_busy": others, **summary}
 
 
 def tf_steps(training_steps: str) -> int:
@@ -380,19 +406,22 @@ def _row(run: dict, repeat: int) -> dict:
             "ms_per_step": round(seconds / steps * 1e3, 4),
             "training_s_each": [round(t["seconds"], 3) for t in trainings],
             "final_test_accuracy": last["final_test_accuracy"],
-            "hidden_weights_remaining": round(last["hidden_weights_remaining"], 6)}
+            "hidden_weights_remaining": round(last["hidden_weights_remaining"], 6),
+            "other_cores_busy": None if run["other_cores_busy"] is None
+            else round(run["other_cores_busy"], 3)}
 
 
 def _table(rows: list) -> str:
     lines = ["| framework | repeat | wall s (whole run) | training s (each) | steps | "
-             "ms/step | final test acc | hidden weights left |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "ms/step | final test acc | hidden weights left | other processes (cores) |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         each = ", ".join(f"{s:.1f}" for s in r["training_s_each"])
+        others = "?" if r["other_cores_busy"] is None else f"{r['other_cores_busy']:.2f}"
         lines.append(f"| {r['framework']} | {r['repeat']} | {r['wall_s']:.1f} | {each} | "
                      f"{r['steps']} | {r['ms_per_step']:.3f} | "
                      f"{100 * r['final_test_accuracy']:.2f}% | "
-                     f"{100 * r['hidden_weights_remaining']:.2f}% |")
+                     f"{100 * r['hidden_weights_remaining']:.2f}% | {others} |")
     return "\n".join(lines)
 
 
@@ -486,7 +515,8 @@ def main(argv=None):
             runs.append(run)
             rows.append(_row(run, repeat))
             print(f"repeat {repeat}: {name} {run['wall_s']:.1f} s, "
-                  f"{rows[-1]['ms_per_step']:.3f} ms/step", flush=True)
+                  f"{rows[-1]['ms_per_step']:.3f} ms/step, other processes kept "
+                  f"{rows[-1]['other_cores_busy']} cores busy", flush=True)
     rows.sort(key=lambda r: (r["framework"], r["repeat"]))
     summary, summary_table = _summary(rows, repeats)
     table = _table(rows)
@@ -520,7 +550,13 @@ def main(argv=None):
                      for side in ("open_lth", "tf_lottery")},
         "summary": summary, "rows": rows, "runs": runs,
     }
-    text = (f"Command: `{report['command']}`\n\nMachine: {machine} (load average at start "
+    contended = [f"{r['framework']} {r['repeat']}" for r in rows
+                 if (r["other_cores_busy"] or 0) > CONTENDED_CORES]
+    report["contended_runs"] = contended
+    warning = (f"**Not a clean measurement**: other processes kept more than "
+               f"{CONTENDED_CORES} cores busy during {', '.join(contended)}.\n\n"
+               if contended else "")
+    text = (f"{warning}Command: `{report['command']}`\n\nMachine: {machine} (load average at start "
             f"{load[0]:.2f}); {args.threads} threads each\n\n"
             f"open_lth {commit[:12]}: `{open_lth_command}` (torch "
             f"{report['versions']['open_lth side']['torch']}); tf_lottery "
@@ -532,9 +568,10 @@ def main(argv=None):
             "Wall s: the whole process, imports and data loading included. Training s: the "
             "training loop of each level with its evaluations and per-epoch checkpoints; "
             "ms/step is their sum over the steps. Final test acc: the last level at the end "
-            "of its training." + (" In --quick, the evaluations and the process start "
-                                  "dominate: ms/step is not a training speed there."
-                                  if args.quick else "") + "\n\nNot matched:\n\n" +
+            "of its training. Other processes: the cores the rest of the machine kept busy "
+            "during the run (/proc/stat less this benchmark's CPU time), near 0 when idle." +
+            (" In --quick, the evaluations and the process start dominate: ms/step is not a "
+             "training speed there." if args.quick else "") + "\n\nNot matched:\n\n" +
             "".join(f"- {item}\n" for item in NOT_MATCHED))
     print()
     print(text)

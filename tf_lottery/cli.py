@@ -2,7 +2,9 @@
 and the exports.
 
     tf-lottery run CONFIG.yaml [key=value ...]   run or resume the search CONFIG describes
-    tf-lottery report RUN_DIR                    table, CSV, JSON and plot of a (partial) run
+    tf-lottery run CONFIG.yaml --trial K         run only trial K (several processes at once)
+    tf-lottery report RUN_DIR [RUN_DIR ...]      table, CSV, JSON and plot of a (partial) run,
+                                                 or the complete trials of several, merged
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
                                                  a round's ticket as a verified SavedModel or
                                                  TFLite file (default under ./saved_models/)
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tf_lottery.config import RunConfig
-from tf_lottery.errors import NotARunDirectoryError, TfLotteryError
+from tf_lottery.errors import ConfigError, NotARunDirectoryError, TfLotteryError
 from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
 from tf_lottery.inputs import as_arrays
 from tf_lottery.results import SearchResult
@@ -39,7 +42,7 @@ def _run(args) -> None:
     config = RunConfig.load(args.config, args.overrides)
     data = config.data()
     config.search(data).run(data.train, data.validation, data.test,
-                            keep={RunConfig.RECORD: config.to_yaml()})
+                            keep={RunConfig.RECORD: config.to_yaml()}, trial=args.trial)
 
 
 def _export(args) -> None:
@@ -63,14 +66,23 @@ def _export(args) -> None:
 
 
 def _report(args) -> None:
-    result = SearchResult.load(args.run_dir)
+    if len(args.run_dirs) == 1:
+        result, notes = SearchResult.load(args.run_dirs[0]), []
+    elif args.output is None:
+        raise ConfigError("several run directories merge into a new folder: give --output DIR")
+    else:
+        result, notes = SearchResult.merged(args.run_dirs)
+    output = args.output or args.run_dirs[0]
+    for note in notes:
+        print(note)
     if not result.records:
-        raise NotARunDirectoryError(f"{args.run_dir} has no completed round yet")
+        raise NotARunDirectoryError(f"{', '.join(args.run_dirs)}: no completed round yet")
     print(result.table())
     try:
-        paths = result.save(args.run_dir)
+        Path(output).mkdir(parents=True, exist_ok=True)
+        paths = result.save(output)
     except OSError as error:
-        print(f"results not written ({error.strerror or error}): {args.run_dir} is not "
+        print(f"results not written ({error.strerror or error}): {output} is not "
               "writable; the table above is the report")
         return
     print(f"results: {paths['csv']}, {paths['json']}, {paths['plot']}")
@@ -85,9 +97,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="a YAML file of config keys (see examples/*.yaml)")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config keys to override, values in YAML syntax")
+    run.add_argument("--trial", type=int, default=None,
+                     help="run only this trial (0-based); processes may run different "
+                          "trials into one run directory at once")
     run.set_defaults(handler=_run)
-    report = commands.add_parser("report", help="results table and plot of a run directory")
-    report.add_argument("run_dir")
+    report = commands.add_parser(
+        "report", help="results table and plot of a run directory, or of the complete "
+                       "trials of several (merged, with the spread over trials)")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--output", default=None,
+                        help="where results.csv/json and plot.png go (default: the run "
+                             "directory; required to merge several)")
     report.set_defaults(handler=_report)
     export_ = commands.add_parser("export", help="export a round's ticket, verified")
     export_.add_argument("run_dir")

@@ -13,8 +13,14 @@ import numpy as np
 
 from tf_lottery.atomic import replacing
 from tf_lottery.controls import CONTROLS
-from tf_lottery.errors import NotARunDirectoryError
-from tf_lottery.rundir import RunDirectory, read_json, write_atomic, write_json
+from tf_lottery.errors import NotARunDirectoryError, RunDirectoryError
+from tf_lottery.rundir import (
+    RunDirectory,
+    config_differences,
+    read_json,
+    write_atomic,
+    write_json,
+)
 
 VARIANTS = ("ticket", *CONTROLS)
 _LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.items()}}
@@ -79,6 +85,49 @@ class SearchResult:
         self.records = sorted(records, key=lambda r: (r.trial, r.round, VARIANTS.index(r.variant)))
 
     @classmethod
+    def merged(cls, run_dirs) -> tuple[SearchResult, list[str]]:
+        """The complete trials of several run directories of one search (each run with
+        ``--trial K``, say on its own machine), checksums checked; and a note for each
+        trial left out because it is not complete. Directories of different searches, or
+        holding the same trial twice, are refused."""
+        runs = [RunDirectory(path) for path in run_dirs]
+        configs = []
+        for run in runs:
+            if not (run.path / run.CONFIG).is_file():
+                raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory "
+                                            f"(it has no {run.CONFIG})")
+            run.verify()
+            configs.append(run.config())
+        for run, config in zip(runs[1:], configs[1:]):
+            differences = config_differences(configs[0], config)
+            if differences:
+                raise RunDirectoryError(
+                    f"{run.path} holds another search than {runs[0].path}; only trials of "
+                    "one config merge. Differences:\n  " + "\n  ".join(differences))
+        rounds = configs[0]["schedule"]["rounds"] + 1
+        records, notes, owner = [], [], {}
+        for run in runs:
+            for trial in run.trials():
+                done = run.completed_rounds(trial)
+                if done < rounds:
+                    notes.append(f"{run.trial(trial)}: {done} of {rounds} rounds, left out")
+                    continue
+                if trial in owner:
+                    raise RunDirectoryError(f"trial {trial} is complete in both {owner[trial]} "
+                                            f"and {run.path}; merge one of them")
+                owner[trial] = run.path
+                records += cls._records(run, trial)
+        return cls(records), notes
+
+    @staticmethod
+    def _records(run: RunDirectory, trial: int) -> list:
+        records = []
+        for round_index in range(run.completed_rounds(trial)):
+            metrics = read_json(run.round(trial, round_index) / "metrics.json")
+            records += [RoundRecord(**row) for row in metrics["records"]]
+        return records
+
+    @classmethod
     def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> SearchResult:
         """The committed rounds of a finished or partial search, checksums checked first
         (a running search, which checked them at its start, passes ``verify=False``)."""
@@ -88,12 +137,7 @@ class SearchResult:
                                         f"(it has no {run.CONFIG})")
         if verify:
             run.verify()
-        records = []
-        for trial in run.trials():
-            for round_index in range(run.completed_rounds(trial)):
-                metrics = read_json(run.round(trial, round_index) / "metrics.json")
-                records += [RoundRecord(**row) for row in metrics["records"]]
-        return cls(records)
+        return cls([record for trial in run.trials() for record in cls._records(run, trial)])
 
     @property
     def metric(self) -> str:
@@ -130,12 +174,18 @@ class SearchResult:
         metric = self.metric
         short = {"accuracy": "acc"}.get(metric, metric)
         early, final = f"test {short} @ early stop", f"final test {short}"
+        rows = self.summary()
+        spread = any(row["trials"] > 1 for row in rows)  # min-max over trials, as error bars
         lines = [f"{'round':>5}  {'variant':<15} {'weights':>8}  {early:>21}  "
-                 f"{'early stop it.':>14}  {final:>14}  trials"]
-        for row in self.summary():
+                 + ("    min - max of trials  " if spread else "")
+                 + f"{'early stop it.':>14}  {final:>14}  trials"]
+        for row in rows:
+            low, high = row[f"test_{metric}_min"], row[f"test_{metric}_max"]
             lines.append(
                 f"{row['round']:>5}  {row['variant']:<15} {row['weights_remaining']:>8.2%}  "
-                f"{row[f'test_{metric}']:>21.4f}  {row['early_stop_iteration']:>14.0f}  "
+                f"{row[f'test_{metric}']:>21.4f}  "
+                + (f"{low:>11.4f} - {high:<11.4f} " if spread else "")
+                + f"{row['early_stop_iteration']:>14.0f}  "
                 f"{row[f'final_test_{metric}']:>14.4f}  {row['trials']:>6}")
         return "\n".join(lines)
 

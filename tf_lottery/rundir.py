@@ -7,7 +7,8 @@ Layout::
       model.json                    the architecture, to rebuild the model for export
       run_config.yaml               the YAML config of a ``tf-lottery run`` (for export)
       SHA256SUMS                    checksums of the files above, checked before use
-      lock                          held (flock) by the process running the search
+      lock                          held (flock) while a process records or checks the config
+      trial_0/lock                  held by the process running trial 0 (one per trial)
       trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
       trial_0/in_progress/epoch_N/  the training under way, saved at every epoch end
       trial_0/round_00/             one committed round: metrics.json, per variant its
@@ -63,17 +64,17 @@ def read_json(path: str | os.PathLike):
                                "altered. Restore it from a backup.") from error
 
 
-def _differences(old, new, prefix=""):
+def config_differences(old, new, prefix=""):
     """Human-readable 'key: old -> new' lines for two JSON-like values."""
     if isinstance(old, dict) and isinstance(new, dict):
         lines = []
         for key in sorted(set(old) | set(new), key=str):
-            lines += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
-                                  f"{prefix}{key}.")
+            lines += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
+                                        f"{prefix}{key}.")
         return lines
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [line for i, (a, b) in enumerate(zip(old, new))
-                for line in _differences(a, b, f"{prefix}{i}.")]
+                for line in config_differences(a, b, f"{prefix}{i}.")]
     if old != new:
         shown = [json.dumps(v)[:80] for v in (old, new)]
         return [f"{prefix.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
@@ -89,19 +90,23 @@ class RunDirectory:
         self.path = Path(path)
 
     @contextlib.contextmanager
-    def locked(self):
-        """Hold the directory's lock; a second process is refused at once. The kernel
-        releases the lock when its holder dies, so a killed run never blocks the next."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "lock", "a+", encoding="utf-8") as handle:
+    def locked(self, trial: int | None = None):
+        """Hold the directory's lock (``trial`` None) or one trial's; a second process is
+        refused at once. Processes may run different trials at once, each holding its
+        trial's lock. The kernel releases a lock when its holder dies, so a killed run never
+        blocks the next."""
+        folder = self.path if trial is None else self.trial(trial)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lock", "a+", encoding="utf-8") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
+                what = self.path if trial is None else f"trial {trial} of {self.path}"
                 raise RunDirectoryError(
-                    f"{self.path} is in use by another run (pid {holder}); wait for it to "
-                    "finish or use another run directory") from None
+                    f"{what} is in use by another run (pid {holder}); wait for it to finish, "
+                    "run another trial (--trial K), or use another run directory") from None
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
@@ -120,7 +125,7 @@ class RunDirectory:
         config equals ``config``."""
         if (self.path / self.CONFIG).is_file():
             verify(self.path, complete=False)
-            differences = _differences(self.config(), json.loads(to_json(config)))
+            differences = config_differences(self.config(), json.loads(to_json(config)))
             if differences:
                 raise RunDirectoryError(
                     f"{self.path} holds a search with another config; resuming it with this "
@@ -153,19 +158,19 @@ class RunDirectory:
             count += 1
         return count
 
-    def remove_staging_leftovers(self) -> None:
-        """Delete half-written staging folders a killed run left (only under the lock)."""
-        for trial in self.trials():
-            for leftover in [*self.trial(trial).glob(".round_*"),
-                             *self.rewind_dir(trial).glob(".step_*"),
-                             *self.trial(trial).glob("in_progress/.epoch_*")]:
-                shutil.rmtree(leftover, ignore_errors=True)
+    def remove_staging_leftovers(self, trial: int) -> None:
+        """Delete half-written staging folders a killed run of ``trial`` left (only under
+        the trial's lock)."""
+        for leftover in [*self.trial(trial).glob(".round_*"),
+                         *self.rewind_dir(trial).glob(".step_*"),
+                         *self.trial(trial).glob("in_progress/.epoch_*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
 
-    def verify(self) -> None:
-        """Check the config files, every committed round and rewind checkpoint against
-        their checksums."""
+    def verify(self, trials=None) -> None:
+        """Check the config files, and every committed round and rewind checkpoint of
+        ``trials`` (default all) against their checksums."""
         verify(self.path, complete=False)
-        for trial in self.trials():
+        for trial in self.trials() if trials is None else trials:
             for round_index in range(self.completed_rounds(trial)):
                 verify(self.round(trial, round_index))
             for rewind_point in sorted(self.rewind_dir(trial).glob("step_*")):

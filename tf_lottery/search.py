@@ -126,8 +126,8 @@ class LotteryTicketSearch:
 
     # --- public ----------------------------------------------------------------------
 
-    def run(self, train, validation, test, callbacks=(), keep=None,
-            data_identity=None) -> SearchResult:
+    def run(self, train, validation, test, callbacks=(), keep=None, data_identity=None,
+            trial=None) -> SearchResult:
         """Run (or resume) every trial and round; write and return the results.
 
         ``train``, ``validation`` and ``test`` are ``(inputs, labels)`` pairs of arrays, or
@@ -141,38 +141,49 @@ class LotteryTicketSearch:
         order-independent digest of a dataset's contents); ``data_identity``, a string
         naming the data (its source and version), replaces the digest of datasets whose
         contents change at every pass (random augmentation).
+
+        ``trial`` runs only that trial (0-based): processes or machines may run different
+        trials of one search into the same run directory, each holding its trial's lock,
+        or into separate ones (``tf-lottery report DIR DIR ...`` merges them).
         """
+        trials = range(self.trials) if trial is None else \
+            [whole_number(trial, "trial", minimum=0)]
+        if trials[-1] >= self.trials:
+            raise SettingError(f"trial {trial} does not exist: the search has trials 0 to "
+                               f"{self.trials - 1} (trials={self.trials})")
         train = TrainingInput(train, self.batch_size, data_identity)
         evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
                       "test": EvaluationInput(test, "test", data_identity)}
         with self.strategy.scope():
-            template = self._model_for_trial(0)
-            first = self._prepared(template)
+            template = self._model_for_trial(0)  # the config records trial 0's architecture
+            original = template if trials[0] == 0 else self._model_for_trial(trials[0])
+            first = self._prepared(original)
         self._check_on_a_batch(first, evaluation["val"])
         config = self._config(template, first, train, evaluation)
         with self.run_dir.locked():
             self.run_dir.adopt(config, {"model.json": first.engine.to_json(template),
                                         **(keep or {})})
-            self.run_dir.remove_staging_leftovers()
-            self.run_dir.verify()
-            self._started, self._trained = time.perf_counter(), 0
-            summaries = SearchSummaries(self.run_dir.path / "logs", config,
-                                        {**config["schedule"], **config["settings"]})
-            setup = TrialSetup(schedule=self.schedule, settings=self.settings,
-                               controls=self.controls, eval_every=self.eval_every,
-                               steps_per_execution=self.steps_per_execution,
-                               jit_compile=self.jit_compile,
-                               verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
-                               monitor=self.monitor, mode=self.mode,
-                               callbacks=tuple(callbacks), summaries=summaries)
-            try:
-                for trial in range(self.trials):
-                    self._run_trial(setup, trial, train, evaluation,
-                                    (template, first) if trial == 0 else None)
-            finally:
-                summaries.close()
-            result = SearchResult.load(self.run_dir.path, verify=False)
-            paths = result.save(self.run_dir.path)
+        self._started, self._trained, self._running = time.perf_counter(), 0, list(trials)
+        summaries = SearchSummaries(self.run_dir.path / "logs", config,
+                                    {**config["schedule"], **config["settings"]})
+        setup = TrialSetup(schedule=self.schedule, settings=self.settings,
+                           controls=self.controls, eval_every=self.eval_every,
+                           steps_per_execution=self.steps_per_execution,
+                           jit_compile=self.jit_compile,
+                           verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
+                           monitor=self.monitor, mode=self.mode,
+                           callbacks=tuple(callbacks), summaries=summaries)
+        try:
+            for index in trials:
+                with self.run_dir.locked(index):
+                    self.run_dir.remove_staging_leftovers(index)
+                    self.run_dir.verify([index])
+                    self._run_trial(setup, index, train, evaluation,
+                                    (original, first) if index == trials[0] else None)
+        finally:
+            summaries.close()
+        result = SearchResult.load(self.run_dir.path, verify=False)
+        paths = result.save(self.run_dir.path)
         if self.verbose:
             print(result.table())
             print(f"results: {paths['csv']}, {paths['json']}, {paths['plot']}", flush=True)
@@ -330,7 +341,7 @@ class LotteryTicketSearch:
         controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
         per_training = (time.perf_counter() - self._started) / self._trained
         left = sum(1 + (len(self.controls) if r > 0 else 0)
-                   for t in range(trial, self.trials)
+                   for t in self._running[self._running.index(trial):]
                    for r in range(round_index + 1 if t == trial else 0, self.schedule.rounds + 1))
         print(f"trial {trial + 1}/{self.trials}, round {round_index}/{self.schedule.rounds}: "
               f"{ticket.weights_remaining:.2%} of weights, test {metric} at early stop "
