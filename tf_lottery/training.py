@@ -65,13 +65,15 @@ class TrialSetup:
 
 @dataclasses.dataclass
 class TrainingState:
-    """Where one training is: steps taken, the best and the last evaluation, and the step
-    whose loss was not finite (if any). The epoch backup saves and restores it whole."""
+    """Where one training is: steps taken, every evaluation so far (the curve), the best and
+    the last, and the step whose loss was not finite (if any). The epoch backup saves and
+    restores it whole."""
 
     step: int = 0
     best: Optional[dict] = None
     last: Optional[dict] = None
     diverged_at: Optional[int] = None
+    curve: list = dataclasses.field(default_factory=list)
 
     def to_config(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +122,7 @@ class RoundTracker(Callback):
                 self.model.stop_training = True
                 return
             state.last = dict(metrics, iteration=state.step)
+            state.curve.append(dict(state.last, train_loss=train_loss))
             if state.best is None or setup.better(metrics[setup.monitor],
                                                   state.best[setup.monitor]):
                 state.best = state.last
@@ -170,11 +173,13 @@ class EpochBackup(Callback):
 
 
 class Training(NamedTuple):
-    """One training's record, masks and trained values of the masked weights."""
+    """One training's record, masks, trained values of the masked weights, and its
+    evaluations (the curve: iteration, train loss, validation and test metrics)."""
 
     record: RoundRecord
     masks: Masks
     weights: dict
+    curve: list
 
 
 class Trial:
@@ -246,7 +251,9 @@ class Trial:
                                         control.start(self, seed)))
             (stage / name).mkdir()
             control_masks.save(stage / name / "masks.npz")
-        write_json(stage / "metrics.json", {"records": [t.record.to_dict() for t in trainings]})
+        write_json(stage / "metrics.json", {
+            "records": [t.record.to_dict() for t in trainings],
+            "curves": {t.record.variant: t.curve for t in trainings}})
         return trainings, trained, next_masks
 
     def train(self, variant, round_index, masks, start, capture=None) -> Training:
@@ -310,7 +317,7 @@ class Trial:
             wall_time=time.perf_counter() - began, monitor=setup.monitor,
             val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
             final_test_metrics=_of_set(last, "test"))
-        return Training(record, masks, masked_weights(model, masks))
+        return Training(record, masks, masked_weights(model, masks), state.curve)
 
 
 def _of_set(metrics: dict, name: str) -> dict:
