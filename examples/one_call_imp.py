@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
+import keras
 
 import tf_lottery as tfl
 from tf_lottery.data import load_mnist
@@ -58,7 +58,7 @@ def main(argv=None):
     schedule = tfl.RewindingSchedule(
         rounds=args.rounds, steps_per_round=args.epochs_per_round * steps_per_epoch,
         prune_rate=0.2, layer_rates={"output": 0.1})
-    pruned = tfl.prune_with_rewinding(lenet_300_100(seed=args.seed), schedule, rewind_to=0,
+    pruned = tfl.prune_with_rewinding(lenet_300_100(seed=args.seed, keras=3), schedule, rewind_to=0,
                                       checkpoint_dir=args.checkpoint_dir)
     pruned.compile(optimizer=keras.optimizers.Adam(1.2e-3),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -1,6 +1,8 @@
 """The tf-lottery command end to end, and the config errors it reports."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +111,39 @@ def test_malformed_configs(tmp_path, text, message):
 def test_report_of_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a tf_lottery run directory" in capsys.readouterr().err
+
+
+def _tiny_console(tmp_path, name):
+    return [str(Path(sys.executable).parent / "tf-lottery"), "run", str(_tiny(tmp_path)),
+            f"run_dir={tmp_path / name}", "verbose=1"]
+
+
+def test_progress_is_plain_lines_in_a_file_and_bars_in_a_terminal(tmp_path):
+    piped = subprocess.run(_tiny_console(tmp_path, "piped"), capture_output=True, text=True,
+                           timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    assert "\r" not in piped.stdout and not any(line.startswith("Epoch") for line in lines)
+    trainings = [line for line in lines if " it 5/5 val_loss " in line]
+    assert len(trainings) == 3  # round 0's ticket, round 1's ticket and control
+    assert trainings[1].startswith("trial 1/1 round 1/1 ticket") and "left" in trainings[1]
+    assert any(line.startswith("trial 1/1, round 1/1: 50.09% of weights") for line in lines)
+
+    import pty
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the same run with a terminal as its output
+        os.execv(_tiny_console(tmp_path, "terminal")[0], _tiny_console(tmp_path, "terminal"))
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, shown[-2000:]
+    text = shown.decode(errors="replace")
+    assert re.search(r"\rtrial 1/1 round 1/1 random_pruning +50\.1% \|#{10}\| it +5/5 "
+                     r"val_loss [0-9.]+ \(best [0-9.]+ @ 5\) \| \S+ left", text)  # a bar

@@ -95,6 +95,7 @@ class RunConfig:
     mode: str = "min"
     steps_per_execution: Union[int, str] = "auto"
     jit_compile: Union[bool, str] = "auto"
+    tensorboard: bool = True
     config_dir: Optional[str] = None
 
     RECORD = "run_config.yaml"  # the config a run directory was started with, for export
@@ -135,6 +136,7 @@ class RunConfig:
                               f"...), got {self.monitor!r}")
         one_of(self.mode, "mode", MODES)
         one_of(self.jit_compile, "jit_compile", ("auto", True, False))
+        one_of(self.tensorboard, "tensorboard", (True, False))
         if self.steps_per_execution != "auto":
             whole_number(self.steps_per_execution, "steps_per_execution")
         whole_number(self.validation_size, "validation_size")
@@ -305,7 +307,7 @@ class RunConfig:
             eval_every=self.eval_every, verbose=self.verbose, strategy=self.distribution(),
             loss=loss, metrics=list(self.metrics), monitor=self.monitor, mode=self.mode,
             steps_per_execution=self.steps_per_execution, jit_compile=self.jit_compile,
-            **self.settings().to_config())
+            tensorboard=self.tensorboard, **self.settings().to_config())
 
     def distribution(self):
         """The tf.distribute strategy the ``strategy`` key names (None: TensorFlow's default)."""

@@ -23,6 +23,7 @@ from tf_lottery.rundir import (
 )
 
 VARIANTS = ("ticket", *CONTROLS)
+PAPER_LEVELS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # % of weights in the paper's figure 3
 _LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.items()}}
 
 
@@ -81,8 +82,10 @@ class SearchResult:
         [r for r in result.records if r.variant == "ticket" and r.round == 7]
     """
 
-    def __init__(self, records):
+    def __init__(self, records, curves=None):
         self.records = sorted(records, key=lambda r: (r.trial, r.round, VARIANTS.index(r.variant)))
+        # (trial, round, variant) -> the training's evaluations: iteration, val_*, test_*
+        self.curves = dict(curves or {})
 
     @classmethod
     def merged(cls, run_dirs) -> tuple[SearchResult, list[str]]:
@@ -105,7 +108,7 @@ class SearchResult:
                     f"{run.path} holds another search than {runs[0].path}; only trials of "
                     "one config merge. Differences:\n  " + "\n  ".join(differences))
         rounds = configs[0]["schedule"]["rounds"] + 1
-        records, notes, owner = [], [], {}
+        records, curves, notes, owner = [], {}, [], {}
         for run in runs:
             for trial in run.trials():
                 done = run.completed_rounds(trial)
@@ -116,16 +119,17 @@ class SearchResult:
                     raise RunDirectoryError(f"trial {trial} is complete in both {owner[trial]} "
                                             f"and {run.path}; merge one of them")
                 owner[trial] = run.path
-                records += cls._records(run, trial)
-        return cls(records), notes
+                cls._read_trial(run, trial, records, curves)
+        return cls(records, curves), notes
 
     @staticmethod
-    def _records(run: RunDirectory, trial: int) -> list:
-        records = []
+    def _read_trial(run: RunDirectory, trial: int, records: list, curves: dict) -> None:
+        """Add the records and curves of ``trial``'s committed rounds."""
         for round_index in range(run.completed_rounds(trial)):
             metrics = read_json(run.round(trial, round_index) / "metrics.json")
             records += [RoundRecord(**row) for row in metrics["records"]]
-        return records
+            curves.update({(trial, round_index, variant): curve
+                           for variant, curve in metrics.get("curves", {}).items()})
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> SearchResult:
@@ -137,7 +141,10 @@ class SearchResult:
                                         f"(it has no {run.CONFIG})")
         if verify:
             run.verify()
-        return cls([record for trial in run.trials() for record in cls._records(run, trial)])
+        records, curves = [], {}
+        for trial in run.trials():
+            cls._read_trial(run, trial, records, curves)
+        return cls(records, curves)
 
     @property
     def metric(self) -> str:
@@ -217,26 +224,22 @@ class SearchResult:
         """Write results.csv, results.json and plot.png (atomically); return their paths."""
         directory = Path(directory)
         paths = {"csv": directory / "results.csv", "json": directory / "results.json",
-                 "plot": directory / "plot.png"}
+                 "plot": directory / "plot.png", "curves": directory / "curves.png"}
         write_atomic(paths["csv"], self.to_csv())
         write_json(paths["json"], {"records": [r.to_dict() for r in self.records],
                                    "summary": self.summary()})
-        self.plot(paths["plot"])
+        for name, png in (("plot", self.plot_png), ("curves", self.curves_png)):
+            with replacing(paths[name]) as staged:
+                staged.write_bytes(png())
         return paths
-
-    def plot(self, path: str | os.PathLike) -> None:
-        """Write :meth:`plot_png` to ``path`` atomically."""
-        with replacing(path) as staged:
-            staged.write_bytes(self.plot_png())
 
     def plot_png(self) -> bytes:
         """The paper's figure as PNG: the test metric (accuracy) at early stop and the
         early-stop iteration against percent of weights remaining (log scale, decreasing),
         trial spread as bars."""
-        import matplotlib
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
         from matplotlib import ticker
+
+        plt = _pyplot()
 
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         summary = self.summary()
@@ -270,3 +273,57 @@ class SearchResult:
         figure.savefig(buffer, format="png", dpi=110)
         plt.close(figure)
         return buffer.getvalue()
+
+    def curve_levels(self) -> dict:
+        """The rounds whose curves the figure shows: for each of the paper's figure-3 levels
+        (100, 51.3, 21.1, 7.0, 3.6, 1.9% of weights), the round closest to it (within 20%)."""
+        remaining = {r.round: 100 * r.weights_remaining for r in self.records
+                     if r.variant == "ticket"}
+        chosen = {}
+        for target in PAPER_LEVELS:
+            if not remaining:
+                break
+            round_index = min(remaining, key=lambda r: abs(np.log(remaining[r] / target)))
+            if abs(remaining[round_index] / target - 1) <= 0.2:
+                chosen[round_index] = remaining[round_index]
+        return dict(sorted(chosen.items()))
+
+    def curves_png(self) -> bytes:
+        """The paper's figure 3 as PNG: the test metric against training iterations, one
+        line per sparsity level (mean over trials), a panel each for the ticket and the
+        controls."""
+        plt = _pyplot()
+        metric, levels = self.metric, self.curve_levels()
+        variants = [v for v in VARIANTS if any(key[2] == v for key in self.curves)]
+        figure, axes = plt.subplots(1, max(1, len(variants)), sharey=True,
+                                    figsize=(4.2 * max(1, len(variants)), 3.8), squeeze=False)
+        percent = 100 if metric == "accuracy" else 1
+        for axis, variant in zip(axes[0], variants):
+            for round_index, weights in levels.items():
+                runs = [curve for (trial, r, v), curve in sorted(self.curves.items())
+                        if r == round_index and v == variant]
+                if not runs:
+                    continue
+                length = min(len(run) for run in runs)
+                iterations = [point["iteration"] for point in runs[0][:length]]
+                values = np.mean([[point[f"test_{metric}"] * percent for point in run[:length]]
+                                  for run in runs], axis=0)
+                axis.plot(iterations, values, label=f"{weights:.1f}%")
+            axis.set_title(_LABELS[variant])
+            axis.set_xlabel("training iterations")
+            axis.grid(True, alpha=0.3)
+            axis.legend(title="weights remaining", fontsize=8)
+        axes[0][0].set_ylabel(f"test {metric}{' (%)' if percent == 100 else ''}")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        plt.close(figure)
+        return buffer.getvalue()
+
+
+def _pyplot():
+    """matplotlib's pyplot, drawing to files (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    return pyplot

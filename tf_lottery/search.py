@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Union
 
@@ -25,6 +24,7 @@ from tf_lottery.engines import canonical_names, engine_for, keras_family
 from tf_lottery.errors import DataError, SettingError, SettingTypeError, reason
 from tf_lottery.inputs import EvaluationInput, TrainingInput
 from tf_lottery.masks import Masks
+from tf_lottery.progress import Progress
 from tf_lottery.results import SearchResult
 from tf_lottery.rewind import RewindPoint
 from tf_lottery.rundir import RunDirectory
@@ -63,6 +63,7 @@ class LotteryTicketSearch:
         early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
       steps_per_execution: training steps per compiled call; "auto" runs from one
         evaluation (or round end, or rewind capture) to the next in one call.
+      tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.tensorboard).
       jit_compile: XLA for the training and evaluation steps (TensorFlow backends): "auto"
         tries it and falls back, with a message, where the model does not compile under
         XLA; True insists; False turns it off. (JAX always compiles.)
@@ -87,7 +88,7 @@ class LotteryTicketSearch:
                  batch_size: int = 60, eval_every: int = 100, verbose: int = 1,
                  strategy=None, loss=None, metrics=None, monitor: str = "val_loss",
                  mode: str = "min", steps_per_execution="auto", jit_compile="auto",
-                 **settings):
+                 tensorboard: bool = True, **settings):
         self.settings = ImpSettings.build(**settings)
         controls = names(controls, "controls")
         for control in controls:
@@ -111,6 +112,7 @@ class LotteryTicketSearch:
             raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
                                f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
         self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
+        self.tensorboard = one_of(tensorboard, "tensorboard", (True, False))
         self.steps_per_execution = self._execution_steps(steps_per_execution)
         self.jit_compile = one_of(jit_compile, "jit_compile", ("auto", True, False))
         self.loss = loss
@@ -163,16 +165,19 @@ class LotteryTicketSearch:
         with self.run_dir.locked():
             self.run_dir.adopt(config, {"model.json": first.engine.to_json(template),
                                         **(keep or {})})
-        self._started, self._trained, self._running = time.perf_counter(), 0, list(trials)
         summaries = SearchSummaries(self.run_dir.path / "logs", config,
-                                    {**config["schedule"], **config["settings"]})
+                                    {**config["schedule"], **config["settings"]}) \
+            if self.tensorboard else None
+        progress = Progress(self._steps_to_run(trials), self.trials, self.schedule.rounds,
+                            self.monitor, self.verbose)
         setup = TrialSetup(schedule=self.schedule, settings=self.settings,
                            controls=self.controls, eval_every=self.eval_every,
                            steps_per_execution=self.steps_per_execution,
                            jit_compile=self.jit_compile,
                            verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
                            monitor=self.monitor, mode=self.mode,
-                           callbacks=tuple(callbacks), summaries=summaries)
+                           callbacks=tuple(callbacks), summaries=summaries,
+                           progress=progress)
         try:
             for index in trials:
                 with self.run_dir.locked(index):
@@ -181,7 +186,8 @@ class LotteryTicketSearch:
                     self._run_trial(setup, index, train, evaluation,
                                     (original, first) if index == trials[0] else None)
         finally:
-            summaries.close()
+            if summaries:
+                summaries.close()
         result = SearchResult.load(self.run_dir.path, verify=False)
         paths = result.save(self.run_dir.path)
         if self.verbose:
@@ -314,14 +320,17 @@ class LotteryTicketSearch:
         for round_index in range(done, self.schedule.rounds + 1):
             with self.run_dir.staging(trial, round_index) as stage:
                 trainings, trained, next_masks = run.round(round_index, masks, start, stage)
-            self._summarize(setup.summaries, trial, round_index, trainings)
-            self._report_progress(trial, round_index, [t.record for t in trainings])
+            if setup.summaries:
+                self._summarize(setup.summaries, trial, round_index, trainings)
+            self._report_round(setup.progress, trial, round_index,
+                               [t.record for t in trainings])
             if next_masks is not None:
                 masks = next_masks
                 start = run.rewind_point() if self.settings.policy.rewinds_weights else trained
-        setup.summaries.trial_finished(trial, [
-            Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")
-            for r in range(self.schedule.rounds + 1)])
+        if setup.summaries:
+            setup.summaries.trial_finished(trial, [
+                Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")
+                for r in range(self.schedule.rounds + 1)])
 
     def _summarize(self, summaries, trial, round_index, trainings):
         for training in trainings:
@@ -330,23 +339,23 @@ class LotteryTicketSearch:
             summaries.round_committed(
                 training.record, training.masks,
                 Masks.load(previous) if previous.is_file() else None, training.weights)
-        summaries.plot(trial, round_index,
-                       SearchResult.load(self.run_dir.path, verify=False).plot_png())
+        result = SearchResult.load(self.run_dir.path, verify=False)
+        summaries.plot(trial, round_index, result.plot_png(), result.curves_png())
 
-    def _report_progress(self, trial, round_index, records):
-        self._trained += len(records)
-        if not self.verbose:
-            return
+    def _report_round(self, progress, trial, round_index, records):
         ticket, metric = records[0], SearchResult(records).metric
         controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
-        per_training = (time.perf_counter() - self._started) / self._trained
-        left = sum(1 + (len(self.controls) if r > 0 else 0)
-                   for t in self._running[self._running.index(trial):]
-                   for r in range(round_index + 1 if t == trial else 0, self.schedule.rounds + 1))
-        print(f"trial {trial + 1}/{self.trials}, round {round_index}/{self.schedule.rounds}: "
-              f"{ticket.weights_remaining:.2%} of weights, test {metric} at early stop "
-              f"{ticket.metric(metric):.4f} (iteration {ticket.early_stop_iteration}){controls}"
-              f"; about {_duration(left * per_training)} left", flush=True)
+        progress.line(f"trial {trial + 1}/{self.trials}, round {round_index}/"
+                      f"{self.schedule.rounds}: {ticket.weights_remaining:.2%} of weights, test "
+                      f"{metric} at early stop {ticket.metric(metric):.4f} (iteration "
+                      f"{ticket.early_stop_iteration}){controls}; about {progress.left()} left")
+
+    def _steps_to_run(self, trials) -> int:
+        """The training steps this run has ahead (the trainings not committed yet)."""
+        trainings = sum(1 + (len(self.controls) if r > 0 else 0) for trial in trials
+                        for r in range(self.run_dir.completed_rounds(trial),
+                                       self.schedule.rounds + 1))
+        return trainings * self.schedule.steps_per_round
 
 
 def names_or_objects(metrics):
@@ -366,9 +375,3 @@ def _copy(obj):
     if isinstance(obj, str) or not hasattr(obj, "get_config"):
         return obj
     return type(obj).from_config(obj.get_config())
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"

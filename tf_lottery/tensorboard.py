@@ -1,13 +1,19 @@
-"""Round-level TensorBoard summaries: watch IMP rounds the way you watch training.
+"""TensorBoard summaries of a search: the paper's curves live, and round-level summaries.
 
 In ``LOGDIR`` (a search writes ``RUN_DIR/logs``)::
 
-    trial_0/ticket/round_00/train     Keras' own curves of one training, one run per round
-    trial_0/random_reinit/round_01/train
-    summary/trial_0/ticket            round-level scalars, step = round: weights remaining,
-    summary/trial_0/random_reinit     test accuracy at early stop, early-stop iteration, ...;
-    summary/trial_0/random_pruning    per-layer sparsity, mask overlap, weight histograms,
-                                      the accuracy-versus-sparsity plot, config, HParams
+    trial_0/ticket/round_00           every evaluation of one training, step = iteration:
+    trial_0/random_reinit/round_01    val/loss, val/accuracy, test/..., train/loss, and
+    ...                               early_stop/<monitor>, one point at the early stop
+    rounds/trial_0/ticket             round-level scalars, step = round: weights remaining,
+    rounds/trial_0/random_reinit      test metrics at early stop, early-stop iteration, ...;
+    rounds/trial_0/random_pruning     per-layer sparsity, mask overlap, weight histograms,
+                                      the accuracy-versus-sparsity plot and the curves
+                                      figure, config, HParams
+
+The run selector's regex picks a variant (``ticket``), a round (``round_07``), a trial
+(``trial_1``) or the round-level runs (``rounds/``) in one word; the rounds of one variant
+overlay in one chart, as in the paper's figure 3.
 
 Example (the one-call path)::
 
@@ -34,6 +40,31 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """|a ∩ b| / |a ∪ b| of two boolean masks (1.0 for two empty masks)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+class CurveWriter:
+    """One training's evaluations as scalars with step = iteration: ``val/<metric>``,
+    ``test/<metric>``, ``train/loss``; and the early stop, marked once."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def evaluation(self, point: dict) -> None:
+        """``point``: the tracker's evaluation (``val_loss``, ..., ``iteration``)."""
+        with self._writer.as_default(step=point["iteration"]):
+            for key, value in point.items():
+                if key != "iteration":
+                    tf.summary.scalar(key.replace("_", "/", 1), value)
+
+    def early_stop(self, monitor: str, best: dict) -> None:
+        """A point at the early-stop iteration (the best ``monitor``), and a text saying it."""
+        with self._writer.as_default(step=best["iteration"]):
+            tf.summary.scalar(f"early_stop/{monitor}", best[monitor])
+            tf.summary.text("early_stop", f"early stop at iteration {best['iteration']}: "
+                                          f"{monitor} {best[monitor]:.6g}")
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class RoundSummaryWriter:
@@ -120,16 +151,14 @@ class SearchSummaries:
         self.config, self.hparams = config, hparams
         self._writers = {}
 
-    def keras_callback(self, engine, trial: int, variant: str, round_index: int):
-        """Keras' TensorBoard callback (of ``engine``'s Keras) for one training, in its own run."""
-        return engine.keras.callbacks.TensorBoard(
-            self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}",
-            write_graph=False, profile_batch=0)
+    def curve(self, trial: int, variant: str, round_index: int) -> CurveWriter:
+        """The writer of one training's evaluation curve (close it when the training ends)."""
+        return CurveWriter(self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}")
 
     def _writer(self, trial: int, variant: str) -> RoundSummaryWriter:
         key = (trial, variant)
         if key not in self._writers:
-            path = self.logdir / "summary" / f"trial_{trial}" / variant
+            path = self.logdir / "rounds" / f"trial_{trial}" / variant
             fresh = not path.exists()
             self._writers[key] = RoundSummaryWriter(path)
             if fresh:
@@ -150,8 +179,11 @@ class SearchSummaries:
         self._writer(record.trial, record.variant).write_round(
             record.round, scalars, masks, previous, weights)
 
-    def plot(self, trial: int, round_index: int, png: bytes) -> None:
-        self._writer(trial, "ticket").write_image("imp/accuracy_vs_sparsity", png, round_index)
+    def plot(self, trial: int, round_index: int, png: bytes, curves_png: bytes) -> None:
+        """The results plot and the curves figure as they stand after ``round_index``."""
+        writer = self._writer(trial, "ticket")
+        writer.write_image("imp/accuracy_vs_sparsity", png, round_index)
+        writer.write_image("imp/curves", curves_png, round_index)
 
     def trial_finished(self, trial: int, ticket_masks_by_round: list) -> None:
         self._writer(trial, "ticket").write_final_overlap(ticket_masks_by_round)

@@ -53,7 +53,8 @@ class TrialSetup:
     monitor: str = "val_loss"       # the metric whose best value is the early stop
     mode: str = "min"               # whether its best is the minimum or the maximum
     callbacks: tuple = ()           # the user's Keras callbacks, added to every fit
-    summaries: object = None        # the SearchSummaries writing TensorBoard logs
+    summaries: object = None        # the SearchSummaries writing TensorBoard logs (or None)
+    progress: object = None         # the Progress printing to the terminal (or None)
 
     def better(self, value: float, best: float) -> bool:
         return value < best if self.mode == "min" else value > best
@@ -98,10 +99,12 @@ class RoundTracker(Callback):
     """Evaluates every ``eval_every`` steps, remembers the best ``monitor`` value, stops the
     fit after ``steps`` steps or at a non-finite loss; captures a rewind point if asked."""
 
-    def __init__(self, setup: TrialSetup, evaluator: Evaluator, steps: int, capture=None):
+    def __init__(self, setup: TrialSetup, evaluator: Evaluator, steps: int, capture=None,
+                 listeners=()):
         super().__init__()
         self.setup, self.evaluator, self.steps = setup, evaluator, steps
         self.capture = capture  # (step, callback(model)) or None
+        self.listeners = listeners  # called with the state after every evaluation
         self.state = TrainingState()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -126,6 +129,8 @@ class RoundTracker(Callback):
             if state.best is None or setup.better(metrics[setup.monitor],
                                                   state.best[setup.monitor]):
                 state.best = state.last
+            for listener in self.listeners:
+                listener(state)
         if state.step >= self.steps:
             self.model.stop_training = True
 
@@ -269,23 +274,28 @@ class Trial:
         every = setup.steps_per_execution  # epochs are whole calls, so calls restart in step
         per_epoch = every * max(1, min(steps, self.train_data.batches_per_epoch() or steps)
                                 // every)
-        tracker = RoundTracker(setup, self.evaluator, steps, capture)
+        curve = setup.summaries.curve(self.trial, variant, round_index) \
+            if setup.summaries else None
+        listeners = [lambda state: curve.evaluation(state.curve[-1])] if curve else []
+        if setup.progress:
+            setup.progress.training(self.trial, round_index, variant, masks.fraction_kept(),
+                                    steps)
+            listeners.append(setup.progress.evaluated)
+        tracker = RoundTracker(setup, self.evaluator, steps, capture, listeners)
         backup = EpochBackup(self.rewind_dir.parent / "in_progress",
                              {"round": round_index, "variant": variant, "seed": seed},
                              tracker, self.reset.variables)
         first_epoch = backup.restore(model, masks)
-        if first_epoch and setup.verbose:
-            print(f"trial {self.trial}, round {round_index} ({variant}): resuming at epoch "
-                  f"{first_epoch}, iteration {tracker.state.step}", flush=True)
+        if first_epoch and setup.progress:
+            setup.progress.line(f"trial {self.trial}, round {round_index} ({variant}): "
+                                f"resuming at epoch {first_epoch}, iteration "
+                                f"{tracker.state.step}")
         dataset = self.train_data.batches(seed, skip=first_epoch * per_epoch)
         callbacks = [tracker, backup, *setup.callbacks]
-        if setup.summaries is not None:
-            callbacks.append(setup.summaries.keras_callback(model.engine, self.trial, variant,
-                                                            round_index))
         began, start_step = time.perf_counter(), tracker.state.step
         fit = dict(x=dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
                    shuffle=False, initial_epoch=first_epoch, callbacks=callbacks,
-                   verbose=setup.verbose)
+                   verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
         try:
             model.fit(**fit)
         except Exception as error:  # XLA's refusals come as several error types
@@ -297,6 +307,12 @@ class Trial:
         backup.discard()
         start_round(model, masks, None)  # the last update may have touched pruned weights
         state = tracker.state
+        if setup.progress:
+            setup.progress.finished(state, state.step - start_step)
+        if curve:
+            if state.best is not None:
+                curve.early_stop(setup.monitor, state.best)
+            curve.close()
         finite = all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
         if state.diverged_at is not None or not finite:
             where = f"the loss by iteration {state.diverged_at}" if state.diverged_at \
