@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 import tf_lottery as tfl
 from tf_lottery.data import load_mnist
