@@ -26,6 +26,7 @@ layer_rates: {{output: 0.25}}
 controls: [random_pruning]
 eval_every: 5
 verbose: 2
+jit_compile: false   # XLA has tests of its own; here it would only cost compile time
 """
 
 

@@ -31,6 +31,7 @@ prune_rate: 0.5
 controls: [random_pruning]
 eval_every: 5
 verbose: 0
+jit_compile: false
 """
 
 

@@ -30,6 +30,7 @@ controls: [random_pruning]
 eval_every: 10
 seed: 7
 verbose: 0
+jit_compile: false   # XLA has tests of its own; here it would only cost compile time
 """
 
 

@@ -24,6 +24,7 @@ controls: [random_pruning]
 eval_every: 5
 trials: 3
 verbose: 0
+jit_compile: false
 """
 
 

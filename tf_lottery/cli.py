@@ -85,7 +85,7 @@ def _report(args) -> None:
         print(f"results not written ({error.strerror or error}): {output} is not "
               "writable; the table above is the report")
         return
-    print(f"results: {paths['csv']}, {paths['json']}, {paths['plot']}")
+    print(f"results: {', '.join(str(path) for path in paths.values())}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -299,7 +299,7 @@ class SearchResult:
                                     figsize=(4.2 * max(1, len(variants)), 3.8), squeeze=False)
         percent = 100 if metric == "accuracy" else 1
         for axis, variant in zip(axes[0], variants):
-            for round_index, weights in levels.items():
+            for color, (round_index, weights) in enumerate(levels.items()):
                 runs = [curve for (trial, r, v), curve in sorted(self.curves.items())
                         if r == round_index and v == variant]
                 if not runs:
@@ -308,11 +308,12 @@ class SearchResult:
                 iterations = [point["iteration"] for point in runs[0][:length]]
                 values = np.mean([[point[f"test_{metric}"] * percent for point in run[:length]]
                                   for run in runs], axis=0)
-                axis.plot(iterations, values, label=f"{weights:.1f}%")
+                axis.plot(iterations, values, label=f"{weights:.1f}%", color=f"C{color}")
             axis.set_title(_LABELS[variant])
             axis.set_xlabel("training iterations")
             axis.grid(True, alpha=0.3)
-            axis.legend(title="weights remaining", fontsize=8)
+            if axis.lines:
+                axis.legend(title="weights remaining", fontsize=8)
         axes[0][0].set_ylabel(f"test {metric}{' (%)' if percent == 100 else ''}")
         figure.tight_layout()
         buffer = io.BytesIO()

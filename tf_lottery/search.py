@@ -192,7 +192,7 @@ class LotteryTicketSearch:
         paths = result.save(self.run_dir.path)
         if self.verbose:
             print(result.table())
-            print(f"results: {paths['csv']}, {paths['json']}, {paths['plot']}", flush=True)
+            print(f"results: {', '.join(str(path) for path in paths.values())}", flush=True)
         return result
 
     # --- one trial -------------------------------------------------------------------
