@@ -25,6 +25,7 @@ from tf_lottery.config import RunConfig
 from tf_lottery.errors import ConfigError, NotARunDirectoryError, TfLotteryError
 from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
 from tf_lottery.inputs import as_arrays
+from tf_lottery.interrupts import interruptible
 from tf_lottery.results import SearchResult
 from tf_lottery.rundir import RunDirectory
 
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     prefix = f"tf-lottery {args.command}"
     try:
-        args.handler(args)
+        with interruptible():
+            args.handler(args)
     except KeyboardInterrupt:
         if args.traceback:
             raise

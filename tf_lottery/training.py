@@ -24,6 +24,7 @@ from tf_lottery.callbacks import Callback
 from tf_lottery.controls import CONTROLS
 from tf_lottery.errors import DivergedError, reason
 from tf_lottery.integrity import verify, write_manifest
+from tf_lottery.interrupts import raise_if_interrupted
 from tf_lottery.masks import Masks
 from tf_lottery.results import VARIANTS, RoundRecord
 from tf_lottery.rewind import (
@@ -113,6 +114,7 @@ class RoundTracker(Callback):
     def on_train_batch_end(self, batch, logs=None):
         """Called once per compiled call of ``steps_per_execution`` steps: ``batch`` is the
         index (in the epoch) of the call's last step."""
+        raise_if_interrupted()
         state, setup = self.state, self.setup
         state.step = self._epoch_start + batch + 1
         if self.capture and state.step == self.capture[0]:
