@@ -53,6 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline import extract_package
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 MNIST_DIR = ROOT / "examples" / "data" / "mnist"
@@ -121,19 +123,6 @@ def _child(variant: str, steps: int, workdir: Path) -> dict:
 
 
 # --- parent ---------------------------------------------------------------------------
-
-def _extract(ref: str, folder: Path) -> str:
-    """``git archive REF tf_lottery`` unpacked into ``folder``; returns the full commit."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", f"{ref}^{{commit}}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit, "tf_lottery"],
-                               stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(folder)], stdin=archive.stdout, check=True)
-    archive.stdout.close()
-    if archive.wait():
-        raise SystemExit(f"git archive {commit} tf_lottery failed")
-    return commit
-
 
 def _run_child(variant: str, steps: int, pythonpath: Path, workdir: Path) -> dict:
     """One variant in a fresh process; its result, or {"error": ...}."""
@@ -208,7 +197,7 @@ def main(argv=None):
         paths = {v: ROOT for v in variants}
         if "before" in variants:
             (tmp / "baseline").mkdir()
-            commit = _extract(args.baseline_ref, tmp / "baseline")
+            commit = extract_package(args.baseline_ref, tmp / "baseline")
             paths["before"] = tmp / "baseline"
         for repetition in range(args.repeats):
             shift = repetition % len(variants)

@@ -58,6 +58,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline import extract_package
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 MNIST_DIR = ROOT / "examples" / "data" / "mnist"
@@ -198,19 +200,6 @@ class Worker:
                 self.process.wait()
 
 
-def _extract(ref: str, folder: Path) -> str:
-    """``git archive REF tf_lottery`` unpacked into ``folder``; returns the full commit."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", f"{ref}^{{commit}}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit, "tf_lottery"],
-                               stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(folder)], stdin=archive.stdout, check=True)
-    archive.stdout.close()
-    if archive.wait():
-        raise SystemExit(f"git archive {commit} tf_lottery failed")
-    return commit
-
-
 def _xla_steps(steps: int) -> int:
     """The divisor of ``steps`` closest to 900 (the larger one on a tie)."""
     divisors = [d for d in range(1, steps + 1) if steps % d == 0]
@@ -304,7 +293,7 @@ def main(argv=None):
         commit = None
         if baseline:
             (tmp / "baseline").mkdir()
-            commit = _extract(baseline, tmp / "baseline")
+            commit = extract_package(baseline, tmp / "baseline")
         variants = _variants(args, steps, tmp / "work", tmp / "baseline" if baseline else None)
         (tmp / "logs").mkdir()
         print(f"starting {len(variants)} workers ({args.warmup} warm-up epoch(s) of {steps} "
