@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -26,7 +27,8 @@ import tensorflow as tf
 from tf_lottery.errors import DataError
 
 FINGERPRINT_BATCHES = 4  # batches of an infinite dataset hashed into its identity
-EVAL_VALUES = 4_000_000  # input values per evaluation batch of arrays (5,102 MNIST images)
+EVAL_VALUES = 4_000_000  # input values per evaluation batch of arrays, at most
+FILL_BYTES = 1 << 24  # bytes per slice copied into the variables that hold the arrays
 
 
 def _is_dataset(data) -> bool:
@@ -101,6 +103,11 @@ class _Input:
         return {"kind": "dataset", "element_spec": str(self.dataset.element_spec),
                 "cardinality": cardinality, "content": _multiset_digest(batches)}
 
+    @functools.cached_property
+    def held(self):
+        """The arrays as variables in host memory, made once: what batches are cut from."""
+        return _host_variables(self.arrays)
+
     def first_batch(self):
         """One batch, to check a model and its loss on before anything is written."""
         if self.arrays is not None:
@@ -120,8 +127,6 @@ class TrainingInput(_Input):
             if len(self.arrays[0]) < batch_size:
                 raise DataError(f"{len(self.arrays[0])} training examples are fewer than one "
                                 f"batch of {batch_size}")
-            # one tensor copy of the training set per search, not one per training
-            self.arrays = tuple(tf.convert_to_tensor(array) for array in self.arrays)
 
     def batches_per_epoch(self):
         """Batches in one pass over the data (None: unknown or infinite)."""
@@ -135,19 +140,19 @@ class TrainingInput(_Input):
         the first ``skip`` batches left out (a resumed training).
 
         Arrays are shuffled as indices, reshuffled every pass, and each batch gathered from
-        the tensors that hold the data once: no shuffle buffer of examples, and no autotuner
+        the variables that hold the data once: no shuffle buffer of examples, and no autotuner
         whose next tick a fit would wait for at its end.
         """
         if self.arrays is None:
             return self.dataset.repeat().skip(skip).prefetch(tf.data.AUTOTUNE)
-        x, y = self.arrays
-        indices = tf.data.Dataset.range(len(x)) \
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True) \
+        count = len(self.arrays[1])
+        indices = tf.data.Dataset.range(count) \
+            .shuffle(count, seed=seed, reshuffle_each_iteration=True) \
             .batch(self.batch_size, drop_remainder=True).repeat().skip(skip)
         options = tf.data.Options()
         options.autotune.enabled = False
-        return indices.map(lambda index: (tf.gather(x, index), tf.gather(y, index))) \
-            .prefetch(2).with_options(options)
+        return indices.map(lambda index: tf.nest.map_structure(
+            lambda held: tf.gather(held, index), self.held)).prefetch(2).with_options(options)
 
 
 class EvaluationInput(_Input):
@@ -157,16 +162,49 @@ class EvaluationInput(_Input):
         if self.arrays is None:
             return self.dataset.cache()
         size = evaluation_batch_size(self.arrays[0])
-        return tf.data.Dataset.from_tensor_slices(tuple(self.arrays)).batch(size).cache()
+        # slices of whole leading rows share the variables' memory, so the cache holds views
+        return tf.data.Dataset.range(0, len(self.arrays[1]), size).map(
+            lambda start: tf.nest.map_structure(lambda held: held[start:start + size],
+                                                self.held)).cache()
+
+
+def _host_variables(arrays):
+    """``arrays`` (a structure of arrays) as non-trainable variables in host memory.
+
+    A ``tf.data`` function that captures a tensor copies it for a moment whenever the
+    dataset or an iterator over it is made (measured: a transient of the training set's
+    size at every training's start); a captured variable is a handle, never copied. The
+    variables are filled a slice at a time: converting a whole array to a tensor holds two
+    copies of it for a moment.
+    """
+    with tf.init_scope(), tf.device("/cpu:0"):
+        return tf.nest.map_structure(_filled_variable, arrays)
+
+
+def _filled_variable(array):
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf" or array.ndim == 0:  # strings and the like: at once
+        return tf.Variable(array, trainable=False, name="tf_lottery_data")
+    held = tf.Variable(lambda: tf.zeros(array.shape, array.dtype), trainable=False,
+                       name="tf_lottery_data")
+    rows = max(1, FILL_BYTES // max(1, array[0].nbytes))
+    for start in range(0, len(array), rows):
+        stop = min(len(array), start + rows)
+        held.scatter_update(tf.IndexedSlices(array[start:stop], tf.range(start, stop)))
+    return held
 
 
 def evaluation_batch_size(x) -> int:
     """Examples per evaluation batch of the inputs ``x`` (an array or a structure of them):
-    as many as hold about ``EVAL_VALUES`` input values, so small inputs are evaluated in a
-    few large compiled steps (Keras's per-batch overhead dominates small batches) and large
-    ones in batches that stay modest."""
-    per_example = sum(int(np.prod(np.shape(a)[1:])) for a in tf.nest.flatten(x))
-    return max(1, EVAL_VALUES // max(1, per_example))
+    at most about ``EVAL_VALUES`` input values, so small inputs are evaluated in a few large
+    compiled steps (Keras's per-batch overhead dominates small batches) and large ones in
+    batches that stay modest; the batches split ``x`` evenly, so that they mostly share one
+    shape (one compiled program: 10,000 MNIST images are two batches of 5,000)."""
+    leaves = tf.nest.flatten(x)
+    per_example = sum(int(np.prod(np.shape(a)[1:])) for a in leaves)
+    largest = max(1, EVAL_VALUES // max(1, per_example))
+    count = len(leaves[0])
+    return -(-count // -(-count // largest))  # count / ceil(count / largest), rounded up
 
 
 def as_arrays(data, limit: int):
