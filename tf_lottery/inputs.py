@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
 import numpy as np
@@ -87,6 +86,9 @@ class _Input:
             self.dataset, self.arrays = _check_dataset(data, name), None
         else:
             self.dataset, self.arrays = None, _check_pair(data, name)
+        # what batches are cut from, made once and here: inside a distribution strategy's
+        # scope (where a search builds its models) they would be mirrored per replica
+        self.held = None if self.arrays is None else _host_variables(self.arrays)
 
     def identity(self) -> dict:
         """What identifies this input for resume: a changed input is refused."""
@@ -102,11 +104,6 @@ class _Input:
         batches = self.dataset if finite else self.dataset.take(FINGERPRINT_BATCHES)
         return {"kind": "dataset", "element_spec": str(self.dataset.element_spec),
                 "cardinality": cardinality, "content": _multiset_digest(batches)}
-
-    @functools.cached_property
-    def held(self):
-        """The arrays as variables in host memory, made once: what batches are cut from."""
-        return _host_variables(self.arrays)
 
     def first_batch(self):
         """One batch, to check a model and its loss on before anything is written."""
