@@ -142,7 +142,7 @@ class TrainingInput(_Input):
         """
         if self.arrays is None:
             return self.dataset.repeat().skip(skip).prefetch(tf.data.AUTOTUNE)
-        count = len(self.arrays[1])
+        count = len(self.arrays[0])
         indices = tf.data.Dataset.range(count) \
             .shuffle(count, seed=seed, reshuffle_each_iteration=True) \
             .batch(self.batch_size, drop_remainder=True).repeat().skip(skip)
@@ -160,7 +160,7 @@ class EvaluationInput(_Input):
             return self.dataset.cache()
         size = evaluation_batch_size(self.arrays[0])
         # slices of whole leading rows share the variables' memory, so the cache holds views
-        return tf.data.Dataset.range(0, len(self.arrays[1]), size).map(
+        return tf.data.Dataset.range(0, len(self.arrays[0]), size).map(
             lambda start: tf.nest.map_structure(lambda held: held[start:start + size],
                                                 self.held)).cache()
 
@@ -180,7 +180,7 @@ def _host_variables(arrays):
 
 def _filled_variable(array):
     array = np.asarray(array)
-    if array.dtype.kind not in "biuf" or array.ndim == 0:  # strings and the like: at once
+    if array.dtype.kind not in "biuf":  # strings and the like: at once
         return tf.Variable(array, trainable=False, name="tf_lottery_data")
     held = tf.Variable(lambda: tf.zeros(array.shape, array.dtype), trainable=False,
                        name="tf_lottery_data")
