@@ -64,9 +64,10 @@ class LotteryTicketSearch:
       steps_per_execution: training steps per compiled call; "auto" runs from one
         evaluation (or round end, or rewind capture) to the next in one call.
       tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.tensorboard).
-      jit_compile: XLA for the training and evaluation steps (TensorFlow backends): "auto"
-        tries it and falls back, with a message, where the model does not compile under
-        XLA; True insists; False turns it off. (JAX always compiles.)
+      jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
+        falls back, with a message, where the model does not compile under XLA; True
+        insists; False turns it off. (JAX always compiles. Evaluations run in a TensorFlow
+        graph without XLA, faster for their large batches on CPUs.)
       verbose: Keras progress bars (1), one line per epoch (2) or none (0).
       strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
         ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.

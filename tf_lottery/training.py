@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+import tensorflow as tf
 
 from tf_lottery.atomic import replacing
 from tf_lottery.callbacks import Callback
@@ -82,18 +83,57 @@ class TrainingState:
 
 
 class Evaluator:
-    """The compiled loss and metrics of a model on fixed data sets, in Keras's compiled
-    test step; keys are ``<set>_<metric>`` (``val_loss``, ``test_accuracy``)."""
+    """The compiled loss and metrics of a model on fixed data sets, through the model's own
+    ``test_step``; keys are ``<set>_<metric>`` (``val_loss``, ``test_accuracy``).
 
-    def __init__(self, sets: dict):
+    On TensorFlow, without a distribution strategy, one evaluation is one call of a
+    TensorFlow graph that runs ``test_step`` over every set's batches, resetting the metrics
+    between sets (traced again when the model is compiled again); without XLA, whose CPU
+    kernels are slower than TensorFlow's for large evaluation batches. It skips
+    ``evaluate``'s per-call machinery (iterator, callbacks, eager metric resets), which
+    costs about as much as the computation in a search's frequent evaluations
+    (``benchmarks/evaluation_point.py``). Elsewhere (JAX, strategies) it is Keras's
+    ``evaluate`` of each set. Both give what ``evaluate`` gives: the metrics after the set's
+    last batch.
+
+        evaluator = Evaluator({"val": EvaluationInput((x_val, y_val), "validation")},
+                              in_graph=True)
+        evaluator(model)  # {"val_loss": 0.08, "val_accuracy": 0.977}
+    """
+
+    def __init__(self, sets: dict, in_graph: bool):
         self._sets = {name: data.batches() for name, data in sets.items()}
+        self._in_graph = in_graph
+        self._graph, self._traced_for = None, None
 
     def __call__(self, model) -> dict:
+        if self._in_graph:
+            return {key: float(value) for key, value in self._graph_of(model)().items()}
         out = {}
         for name, dataset in self._sets.items():
             metrics = model.evaluate(dataset, verbose=0, return_dict=True)
             out.update({f"{name}_{key}": float(value) for key, value in metrics.items()})
         return out
+
+    def _graph_of(self, model):
+        """The graph evaluating every set, for the model as it is compiled now."""
+        if self._traced_for is not model.compile_settings:
+            sets = self._sets
+
+            @tf.function(jit_compile=False)
+            def evaluate():
+                out = {}
+                for name, dataset in sets.items():
+                    for metric in model.metrics:
+                        metric.reset_state()
+                    batches = iter(dataset)
+                    logs = model.test_step(next(batches))
+                    for batch in batches:
+                        logs = model.test_step(batch)
+                    out.update({f"{name}_{key}": value for key, value in logs.items()})
+                return out
+            self._graph, self._traced_for = evaluate, model.compile_settings
+        return self._graph
 
 
 class RoundTracker(Callback):
@@ -200,7 +240,10 @@ class Trial:
         self.setup, self.trial, self.model, self.original = setup, trial, model, original
         self.train_data = train  # a TrainingInput
         self.reset = OptimizerReset(model.optimizer, model.trainable_variables)
-        self.evaluator = Evaluator(eval_sets)
+        # in a strategy's scope (the search makes trials there) Keras's evaluate runs the
+        # replicas; a graph of test_step would not
+        self.evaluator = Evaluator(eval_sets, in_graph=model.engine.tensorflow_graphs
+                                   and not tf.distribute.has_strategy())
         self.rewind_dir = setup.run_dir.rewind_dir(trial)
         if not rewind_point_dir(self.rewind_dir, 0).exists():
             save_rewind_point(model, self.rewind_dir, 0)

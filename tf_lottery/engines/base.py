@@ -53,6 +53,7 @@ class Engine(abc.ABC):
 
     name: str = ""  # "tf_keras", "keras3": what errors and the run directory call it
     always_compiled = False  # whether every step is compiled whatever jit_compile says (JAX)
+    tensorflow_graphs = True  # whether models run in TensorFlow graphs (not on JAX)
 
     @property
     @abc.abstractmethod

@@ -148,6 +148,7 @@ class Keras3Engine(Engine):
     keras = keras
     lottery_model = Keras3LotteryModel
     always_compiled = keras.backend.backend() == "jax"  # XLA whatever jit_compile says
+    tensorflow_graphs = keras.backend.backend() == "tensorflow"
 
     def check_model(self, model) -> None:
         if not isinstance(model, keras.Model):
