@@ -2,8 +2,8 @@
 
 Lenet-300-100 on MNIST, XLA, for each engine (``--keras 2 3``): the search's evaluation
 (``tf_lottery.training.Evaluator`` over ``EvaluationInput``, batches of
-``evaluation_batch_size``, on the search's prepared model: a TensorFlow graph of the model's
-``test_step`` per set, without XLA), the same Evaluator through Keras's ``evaluate`` (the
+``evaluation_batch_size``, on the search's prepared model: one TensorFlow graph running the model's
+``test_step`` over both sets, without XLA), the same Evaluator through Keras's ``evaluate`` (the
 search before 2026-11-26, and on JAX or under a strategy), ``evaluate`` of cached batches of
 1,000 made by ``from_tensor_slices`` (the package before 2026-11-25), and bare forward
 passes of the same 15,000 images, with and without XLA; ms per evaluation point, medians
