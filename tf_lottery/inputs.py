@@ -142,14 +142,31 @@ class TrainingInput(_Input):
         """
         if self.arrays is None:
             return self.dataset.repeat().skip(skip).prefetch(tf.data.AUTOTUNE)
+        return _untuned(self._indices(seed, skip).map(self.gather).prefetch(2))
+
+    def index_chunks(self, seed: int, steps: int, skip: int = 0) -> tf.data.Dataset:
+        """The batches of :meth:`batches` (arrays only) as indices into the held arrays,
+        ``steps`` batches per element, shaped ``(steps, batch_size)``: what one compiled call
+        of several steps takes, gathering each batch itself (:meth:`gather`)."""
+        return _untuned(self._indices(seed, skip).batch(steps, drop_remainder=True)
+                        .prefetch(2))
+
+    def gather(self, indices):
+        """The examples at ``indices`` (a batch of indices), from the held arrays."""
+        return tf.nest.map_structure(lambda held: tf.gather(held, indices), self.held)
+
+    def _indices(self, seed: int, skip: int) -> tf.data.Dataset:
         count = len(self.arrays[0])
-        indices = tf.data.Dataset.range(count) \
+        return tf.data.Dataset.range(count) \
             .shuffle(count, seed=seed, reshuffle_each_iteration=True) \
             .batch(self.batch_size, drop_remainder=True).repeat().skip(skip)
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return indices.map(lambda index: tf.nest.map_structure(
-            lambda held: tf.gather(held, index), self.held)).prefetch(2).with_options(options)
+
+
+def _untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` without tf.data's autotuner, whose next tick a fit would wait for."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 class EvaluationInput(_Input):

@@ -24,6 +24,7 @@ from tf_lottery.atomic import replacing
 from tf_lottery.callbacks import Callback
 from tf_lottery.controls import CONTROLS
 from tf_lottery.errors import DivergedError, reason
+from tf_lottery.fused import FusedSteps
 from tf_lottery.integrity import verify, write_manifest
 from tf_lottery.interrupts import raise_if_interrupted
 from tf_lottery.masks import Masks
@@ -239,6 +240,7 @@ class Trial:
     def __init__(self, setup: TrialSetup, trial: int, model, original, train, eval_sets):
         self.setup, self.trial, self.model, self.original = setup, trial, model, original
         self.train_data = train  # a TrainingInput
+        self.fused = FusedSteps(train, setup.steps_per_execution)
         self.reset = OptimizerReset(model.optimizer, model.trainable_variables)
         # in a strategy's scope (the search makes trials there) Keras's evaluate runs the
         # replicas; a graph of test_step would not
@@ -335,20 +337,19 @@ class Trial:
             setup.progress.line(f"trial {self.trial}, round {round_index} ({variant}): "
                                 f"resuming at epoch {first_epoch}, iteration "
                                 f"{tracker.state.step}")
-        dataset = self.train_data.batches(seed, skip=first_epoch * per_epoch)
         callbacks = [tracker, backup, *setup.callbacks]
         began, start_step = time.perf_counter(), tracker.state.step
-        fit = dict(x=dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+        fit = dict(steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
                    shuffle=False, initial_epoch=first_epoch, callbacks=callbacks,
                    verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
         try:
-            model.fit(**fit)
+            self._fit(seed, first_epoch * per_epoch, fit)
         except Exception as error:  # XLA's refusals come as several error types
             if tracker.state.step > start_step or not xla_refused(setup.jit_compile, model,
                                                                   error):
                 raise
             without_xla(model, error)
-            model.fit(**fit)
+            self._fit(seed, first_epoch * per_epoch, fit)
         backup.discard()
         start_round(model, masks, None)  # the last update may have touched pruned weights
         state = tracker.state
@@ -379,6 +380,15 @@ class Trial:
             val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
             final_test_metrics=_of_set(last, "test"))
         return Training(record, masks, masked_weights(model, masks), state.curve)
+
+    def _fit(self, seed: int, skip: int, fit: dict) -> None:
+        """``model.fit`` on the training batches from batch ``skip`` on: in fused calls
+        (one XLA program per call) where they apply, else through Keras's own loop."""
+        if not self.fused.applies(self.model):
+            self.model.fit(self.train_data.batches(seed, skip), **fit)
+            return
+        with self.fused.installed(self.model):
+            self.model.fit(self.train_data.index_chunks(seed, self.fused.steps, skip), **fit)
 
 
 def _of_set(metrics: dict, name: str) -> dict:
