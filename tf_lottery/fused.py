@@ -34,10 +34,10 @@ class FusedSteps:
         self._function, self._traced_for = None, None
 
     def applies(self, model) -> bool:
-        """Whether ``model``, as it is compiled now, trains in fused calls: arrays, XLA,
+        """Whether ``model``, as it is compiled now, trains in fused calls: arrays, XLA
+        (as Keras decided it: Keras 3 turns it off for layers without XLA support),
         TensorFlow graphs, no distribution strategy (whose replicas Keras's loop runs)."""
-        settings = getattr(model, "compile_settings", {})
-        return (self.train.arrays is not None and bool(settings.get("jit_compile"))
+        return (self.train.arrays is not None and bool(model.jit_compile)
                 and model.engine.tensorflow_graphs and not tf.distribute.has_strategy())
 
     @contextlib.contextmanager

@@ -62,7 +62,9 @@ class LotteryTicketSearch:
       monitor, mode: the evaluated metric whose best value ("min" or "max") is the
         early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
       steps_per_execution: training steps per compiled call; "auto" runs from one
-        evaluation (or round end, or rewind capture) to the next in one call.
+        evaluation (or round end, or rewind capture) to the next in one call. On training
+        arrays under XLA (TensorFlow backend) a call is one XLA program of all its steps
+        (``tf_lottery.fused``); elsewhere Keras's loop of compiled steps.
       tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.tensorboard).
       jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
         falls back, with a message, where the model does not compile under XLA; True
