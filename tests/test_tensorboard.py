@@ -70,8 +70,13 @@ def test_sparsity_overlap_and_histograms_follow_the_masks(searched):
             {r: jaccard(masks[r][path], masks[r - 1][path]) for r in (1, 2)})
         assert _scalars(events, f"mask_overlap_final/{path}") == pytest.approx(
             {r: jaccard(masks[r][path], masks[2][path]) for r in range(3)})
-        for event in events.Tensors(f"surviving_weights/{path}"):
+        histograms = events.Tensors(f"surviving_weights/{path}")
+        assert [event.step for event in histograms] == [0, 1, 2]
+        assert events.SummaryMetadata(f"surviving_weights/{path}").plugin_data.plugin_name \
+            == "histograms"  # TensorBoard's Histograms dashboard shows it
+        for event in histograms:
             buckets = tf.make_ndarray(event.tensor_proto)  # (left edge, right edge, count)
+            assert buckets.shape == (30, 3) and np.all(buckets[:, 0] <= buckets[:, 1])
             assert buckets[:, 2].sum() == masks[event.step][path].sum()
     assert _scalars(events, "sparsity/hidden_1/kernel")[2] == pytest.approx(0.75)
 
