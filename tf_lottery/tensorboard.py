@@ -121,8 +121,8 @@ class RoundSummaryWriter:
 
 def _histogram(name: str, values: np.ndarray, buckets: int = 30) -> None:
     """A histogram summary of ``values`` (rows: left edge, right edge, count), counted with
-    numpy: ``tf.summary.histogram`` one-hot encodes every value in float64, 56 MB for the
-    235,200 weights of Lenet-300-100's first layer, the peak of a search's memory."""
+    numpy: ``tf.summary.histogram`` one-hot encodes every value in float64, a transient of
+    56 MB at every round end for the 235,200 weights of Lenet-300-100's first layer."""
     counts, edges = np.histogram(values, bins=buckets)
     tf.summary.write(name, np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64),
                      metadata=histogram_metadata.create_summary_metadata(

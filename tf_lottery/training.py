@@ -339,17 +339,18 @@ class Trial:
                                 f"{tracker.state.step}")
         callbacks = [tracker, backup, *setup.callbacks]
         began, start_step = time.perf_counter(), tracker.state.step
+        skip = first_epoch * per_epoch  # the batches the resumed epochs already took
         fit = dict(steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
                    shuffle=False, initial_epoch=first_epoch, callbacks=callbacks,
                    verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
         try:
-            self._fit(seed, first_epoch * per_epoch, fit)
+            self._fit(seed, skip, fit)
         except Exception as error:  # XLA's refusals come as several error types
             if tracker.state.step > start_step or not xla_refused(setup.jit_compile, model,
                                                                   error):
                 raise
             without_xla(model, error)
-            self._fit(seed, first_epoch * per_epoch, fit)
+            self._fit(seed, skip, fit)
         backup.discard()
         start_round(model, masks, None)  # the last update may have touched pruned weights
         state = tracker.state
