@@ -205,6 +205,9 @@ def _filled_variable(array):
     for start in range(0, len(array), rows):
         stop = min(len(array), start + rows)
         held.scatter_update(tf.IndexedSlices(array[start:stop], tf.range(start, stop)))
+    # a scatter leaves the variable copying itself whole at every read (copy-on-read, for
+    # sparse updates): the slices of an evaluation set would each hold a copy of the set
+    tf.raw_ops.DisableCopyOnRead(resource=held.handle)
     return held
 
 
