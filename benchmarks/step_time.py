@@ -39,9 +39,10 @@ at most 1.10x); Keras 3 IMP / tf_keras IMP; the baseline's ratio beside the curr
     python benchmarks/step_time.py              # 15 repetitions of 900 steps
     python benchmarks/step_time.py --quick      # 2 repetitions of 100 steps
     python benchmarks/step_time.py --repetitions 5 --baseline-ref none
+    python benchmarks/step_time.py --settings default --repetitions 40   # one setting
 
 Timings are only meaningful on a quiet machine. Prints markdown tables and writes
-benchmarks/results/step_time[_quick].{json,md}.
+benchmarks/results/step_time[_quick][_<settings>].{json,md} (settings named when not all).
 """
 
 from __future__ import annotations
@@ -213,13 +214,13 @@ def _variants(args, steps: int, workdir: Path, baseline_dir: Path | None) -> lis
               "warmup": args.warmup}
     variants = []
     for engine in (2, 3):
-        for setting in SETTINGS:
+        for setting in args.settings:
             for kind in ("dense", "imp"):
                 name = f"{ENGINES[engine]} {setting} {kind}"
                 variants.append((name, dict(common, engine=engine, setting=setting, kind=kind,
                                             baseline=False, workdir=str(workdir / name)),
                                  str(ROOT)))
-    if baseline_dir is not None:
+    if baseline_dir is not None and "default" in args.settings:
         name = f"tf_keras default imp @{args.baseline_ref}"
         variants.append((name, dict(common, engine=2, setting="default", kind="imp",
                                     baseline=True, workdir=str(workdir / name)),
@@ -275,10 +276,13 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant")
     parser.add_argument("--baseline-ref", default="a3fae5a",
                         help="the commit to compare the tf_keras IMP round with ('none': skip)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS,
+                        help="compile settings to time (default: all)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="workers started (and warmed up) at once")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.settings = [s for s in SETTINGS if s in args.settings]
     if args.worker:
         _worker(json.loads(args.worker))
         return
@@ -388,12 +392,13 @@ def main(argv=None):
     report = {"benchmark": "step_time", "quick": args.quick, "steps_per_epoch": steps,
               "repetitions": args.repetitions, "warmup_epochs": args.warmup,
               "batch_size": BATCH, "learning_rate": LEARNING_RATE, "model": "Lenet-300-100",
-              "compile_settings": {s: _compile_kwargs(s, _xla_steps(steps)) for s in SETTINGS},
+              "compile_settings": {s: _compile_kwargs(s, _xla_steps(steps)) for s in args.settings},
               "machine": machine, "tensorflow": versions.get("tensorflow"),
               "baseline": before, "rows": rows, "imp_vs_dense": ratios,
               "keras3_vs_tf_keras": engines, "errors": errors}
     RESULTS.mkdir(exist_ok=True)
-    name = "step_time" + ("_quick" if args.quick else "")
+    name = "step_time" + ("_quick" if args.quick else "") + \
+        ("" if args.settings == list(SETTINGS) else "_" + "_".join(args.settings))
     command = " ".join(["python benchmarks/step_time.py", *(argv if argv is not None
                                                             else sys.argv[1:])])
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
