@@ -44,7 +44,8 @@ REFERENCE = {
 }
 
 
-def _reference(percent: float, variant: str) -> str:
+def reference_accuracy(percent: float, variant: str) -> str:
+    """The reference test accuracy (%) at ``percent`` weights remaining, or "" if none."""
     for level, row in REFERENCE.items():
         if abs(level - percent) < 0.15 and variant in row:
             return f"{row[variant]:.2f}"
@@ -87,7 +88,7 @@ def main(argv=None):
              "| ---: | --- | --- | ---: | ---: | ---: |"]
     for row in rows:
         percent = 100 * row["weights_remaining"]
-        reference = _reference(percent, row["variant"]) if args.dataset == "mnist" else ""
+        reference = reference_accuracy(percent, row["variant"]) if args.dataset == "mnist" else ""
         lines.append(
             f"| {percent:.1f}% | {row['variant']} | {100 * row['test_accuracy']:.2f} "
             f"({100 * row['test_accuracy_min']:.2f}-{100 * row['test_accuracy_max']:.2f}) | "
