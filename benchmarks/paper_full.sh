@@ -8,8 +8,9 @@
 #   RUNS=/work/runs nohup benchmarks/paper_full.sh > /work/runs/paper_full.log 2>&1 &
 #
 # Afterwards the merged tables (mean and spread of the trials) are in
-# $RUNS/paper_{mnist,fashion_mnist}/results.*; copy the small results (metrics.json of every
-# round, results.csv/json, plot.png) into benchmarks/results/, never the weights.
+# $RUNS/paper_{mnist,fashion_mnist}/results.*; `python benchmarks/paper_tables.py
+# $RUNS/paper_mnist` writes them beside the reference and the paper's claims into
+# benchmarks/results/ (tables, results.csv/json, plots; never the weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
