@@ -86,32 +86,46 @@ def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(t
     assert leftovers == []  # the resumed run removed what the killed ones left half-written
 
 
-def test_a_round_killed_mid_training_resumes_from_its_last_epoch(tmp_path):
-    longer = ("rounds=1", "steps_per_round=300", "verbose=2", "controls=[]")
-    straight = subprocess.run(_command(_config(tmp_path, "straight"), *longer),
-                              capture_output=True, text=True, timeout=300, check=True)
-    assert "resuming" not in straight.stdout
-    process = subprocess.Popen(_command(_config(tmp_path, "killed"), *longer),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backup = tmp_path / "killed" / "trial_0" / "in_progress" / "epoch_0005"
+def _kill_when(command, path: Path) -> str:
+    """Run ``command``, SIGKILL it as soon as ``path`` exists; what it printed."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
     deadline = time.monotonic() + 240
-    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    return process.communicate()[0]
+
+
+def test_a_killed_round_resumes_its_training_and_keeps_the_finished_ones(tmp_path):
+    longer = ("rounds=1", "steps_per_round=300", "verbose=2")
+    straight = subprocess.run(_command(_config(tmp_path, "straight"), *longer),
+                              capture_output=True, text=True, timeout=300, check=True)
+    assert "resuming" not in straight.stdout and "restored" not in straight.stdout
+    command = _command(_config(tmp_path, "killed"), *longer)
+    backups = tmp_path / "killed" / "trial_0" / "in_progress"
+    _kill_when(command, backups / "round_00_ticket" / "epoch_0005")  # mid-training
     assert RunDirectory(tmp_path / "killed").completed_rounds(0) == 0
-    resumed = subprocess.run(_command(_config(tmp_path, "killed"), *longer),
-                             capture_output=True, text=True, timeout=300, check=True)
-    assert "trial 0, round 0 (ticket): resuming at epoch" in resumed.stdout
-    resumed_epoch = int(resumed.stdout.split("resuming at epoch ")[1].split(",")[0])
-    assert resumed_epoch >= 5  # it did not start the round over
+    for epoch in (backups / "round_00_ticket").glob("epoch_*"):  # the layout up to 0.2.0:
+        epoch.rename(backups / epoch.name)  # in_progress/epoch_N, adopted on resume
+    # resumed, then killed in round 1's control, after round 1's ticket finished
+    resumed = _kill_when(command, backups / "round_01_random_pruning" / "epoch_0005")
+    assert "trial 0, round 0 (ticket): resuming at epoch" in resumed
+    assert int(resumed.split("resuming at epoch ")[1].split(",")[0]) >= 5
+    assert RunDirectory(tmp_path / "killed").completed_rounds(0) == 1
+    last = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    assert "trial 0, round 1 (ticket): finished before the interruption, restored" in last.stdout
+    assert "trial 0, round 1 (random_pruning): resuming at epoch" in last.stdout
     for round_index in (0, 1):
         a, b = _masks(tmp_path / "straight", round_index), _masks(tmp_path / "killed",
                                                                    round_index)
         assert all(np.array_equal(a[k], b[k]) for k in a)
     records = [tfl.SearchResult.load(tmp_path / name).records for name in ("straight", "killed")]
-    assert [r.test_accuracy for r in records[0]] == [r.test_accuracy for r in records[1]]
-    assert not (tmp_path / "killed" / "trial_0" / "in_progress").exists()
+    assert [(r.variant, r.test_accuracy, r.val_loss, r.early_stop_iteration)
+            for r in records[0]] == [(r.variant, r.test_accuracy, r.val_loss,
+                                      r.early_stop_iteration) for r in records[1]]
+    assert all(r.wall_time > 0 for r in records[1])  # the restored ticket keeps its time
+    assert not backups.exists()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,10 @@ Layout::
       lock                          held (flock) while a process records or checks the config
       trial_0/lock                  held by the process running trial 0 (one per trial)
       trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
-      trial_0/in_progress/epoch_N/  the training under way, saved at every epoch end
+      trial_0/in_progress/round_RR_<variant>/epoch_N/
+                                    a training of the round under way, saved at every
+                                    epoch end (kept when it finished, until the round is
+                                    committed)
       trial_0/round_00/             one committed round: metrics.json, per variant its
                                     masks.npz (and the ticket's weights/), next_masks.npz,
                                     SHA256SUMS (checked before anything is read back)
@@ -146,6 +149,14 @@ class RunDirectory:
     def rewind_dir(self, trial: int) -> Path:
         return self.trial(trial) / "rewind"
 
+    def in_progress(self, trial: int) -> Path:
+        """The epoch backups of the trainings of ``trial``'s uncommitted round."""
+        return self.trial(trial) / "in_progress"
+
+    def discard_backups(self, trial: int) -> None:
+        """Remove the epoch backups of ``trial``: its last round is committed."""
+        shutil.rmtree(self.in_progress(trial), ignore_errors=True)
+
     def round(self, trial: int, round_index: int) -> Path:
         return self.trial(trial) / f"round_{round_index:02d}"
 
@@ -163,7 +174,8 @@ class RunDirectory:
         the trial's lock)."""
         for leftover in [*self.trial(trial).glob(".round_*"),
                          *self.rewind_dir(trial).glob(".step_*"),
-                         *self.trial(trial).glob("in_progress/.epoch_*")]:
+                         *self.in_progress(trial).glob(".epoch_*"),  # the layout before
+                         *self.in_progress(trial).glob("*/.epoch_*")]:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def verify(self, trials=None) -> None:

@@ -313,6 +313,7 @@ class LotteryTicketSearch:
     def _run_trial(self, setup, trial, train, evaluation, built=None):
         done = self.run_dir.completed_rounds(trial)
         if done > self.schedule.rounds:
+            self.run_dir.discard_backups(trial)  # a kill may have come before they went
             return
         with self.strategy.scope():
             if built is None:
@@ -330,6 +331,7 @@ class LotteryTicketSearch:
             if next_masks is not None:
                 masks = next_masks
                 start = run.rewind_point() if self.settings.policy.rewinds_weights else trained
+        self.run_dir.discard_backups(trial)
         if setup.summaries:
             setup.summaries.trial_finished(trial, [
                 Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")

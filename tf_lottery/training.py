@@ -70,14 +70,15 @@ class TrialSetup:
 @dataclasses.dataclass
 class TrainingState:
     """Where one training is: steps taken, every evaluation so far (the curve), the best and
-    the last, and the step whose loss was not finite (if any). The epoch backup saves and
-    restores it whole."""
+    the last, the step whose loss was not finite (if any), and the seconds it has trained
+    (over every process that ran it). The epoch backup saves and restores it whole."""
 
     step: int = 0
     best: Optional[dict] = None
     last: Optional[dict] = None
     diverged_at: Optional[int] = None
     curve: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
 
     def to_config(self) -> dict:
         return dataclasses.asdict(self)
@@ -179,15 +180,27 @@ class RoundTracker(Callback):
 
 
 class EpochBackup(Callback):
-    """The training in progress, saved at every epoch end into ``folder/epoch_NNNN`` (weights,
-    optimizer state, training state), so a killed run resumes from its last epoch."""
+    """One training, saved at every epoch end into ``folder/epoch_NNNN`` (weights, optimizer
+    state, training state), so a killed run resumes from its last epoch. The last backup of
+    a finished training stays until its round is committed: a run killed during a later
+    training of the round restores it instead of training it again."""
 
     def __init__(self, folder, identity: dict, tracker: RoundTracker, optimizer_variables):
         super().__init__()
         self.folder, self.identity, self.tracker = Path(folder), identity, tracker
         self.optimizer_variables = optimizer_variables
 
+    def on_train_begin(self, logs=None):
+        self._began, self._before = time.perf_counter(), self.tracker.state.seconds
+
+    def on_train_end(self, logs=None):
+        self._count_time()
+
+    def _count_time(self):
+        self.tracker.state.seconds = self._before + time.perf_counter() - self._began
+
     def on_epoch_end(self, epoch, logs=None):
+        self._count_time()
         previous = sorted(self.folder.glob("epoch_*"))
         with replacing(self.folder / f"epoch_{epoch + 1:04d}", keep_existing=True) as stage:
             stage.mkdir()
@@ -247,6 +260,7 @@ class Trial:
         self.evaluator = Evaluator(eval_sets, in_graph=model.engine.tensorflow_graphs
                                    and not tf.distribute.has_strategy())
         self.rewind_dir = setup.run_dir.rewind_dir(trial)
+        self.in_progress = setup.run_dir.in_progress(trial)
         if not rewind_point_dir(self.rewind_dir, 0).exists():
             save_rewind_point(model, self.rewind_dir, 0)
         self.theta0 = load_rewind_point(self.rewind_dir, 0, model)  # as on disk, verified
@@ -281,6 +295,7 @@ class Trial:
         trainings, the ticket's trained weights and the next round's masks (or None)."""
         setup = self.setup
         schedule, policy = setup.schedule, setup.settings.policy
+        self._keep_backups_of(round_index)
         capture = None
         if round_index == 0 and policy.rewind_step:
             capture = (policy.rewind_step, lambda model: save_rewind_point(
@@ -308,8 +323,27 @@ class Trial:
             "curves": {t.record.variant: t.curve for t in trainings}})
         return trainings, trained, next_masks
 
+    def _keep_backups_of(self, round_index: int) -> None:
+        """Remove the epoch backups of other rounds (committed ones); backups of the layout
+        before one folder per training (``in_progress/epoch_NNNN``) move to theirs."""
+        for path in sorted(self.in_progress.glob("epoch_*")):
+            saved = read_json(path / "state.json")
+            if saved["round"] == round_index:
+                folder = self._backup_folder(round_index, saved["variant"])
+                folder.mkdir(parents=True, exist_ok=True)
+                path.rename(folder / path.name)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        for folder in self.in_progress.glob("round_*"):
+            if not folder.name.startswith(f"round_{round_index:02d}_"):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _backup_folder(self, round_index: int, variant: str) -> Path:
+        return self.in_progress / f"round_{round_index:02d}_{variant}"
+
     def train(self, variant, round_index, masks, start, capture=None) -> Training:
-        """One full training from ``start`` under ``masks``: what it reached."""
+        """One full training from ``start`` under ``masks``: what it reached (restored,
+        without training again, when it finished before the run was interrupted)."""
         setup, model = self.setup, self.model
         seed = setup.round_seed(self.trial, round_index, variant)
         model.engine.set_random_seed(seed)  # shuffling and dropout: resumable, bit for bit
@@ -329,29 +363,31 @@ class Trial:
                                     steps)
             listeners.append(setup.progress.evaluated)
         tracker = RoundTracker(setup, self.evaluator, steps, capture, listeners)
-        backup = EpochBackup(self.rewind_dir.parent / "in_progress",
+        backup = EpochBackup(self._backup_folder(round_index, variant),
                              {"round": round_index, "variant": variant, "seed": seed},
                              tracker, self.reset.variables)
         first_epoch = backup.restore(model, masks)
+        start_step = tracker.state.step
+        finished = start_step >= steps or tracker.state.diverged_at is not None
         if first_epoch and setup.progress:
             setup.progress.line(f"trial {self.trial}, round {round_index} ({variant}): "
-                                f"resuming at epoch {first_epoch}, iteration "
-                                f"{tracker.state.step}")
-        callbacks = [tracker, backup, *setup.callbacks]
-        began, start_step = time.perf_counter(), tracker.state.step
-        skip = first_epoch * per_epoch  # the batches the resumed epochs already took
-        fit = dict(steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
-                   shuffle=False, initial_epoch=first_epoch, callbacks=callbacks,
-                   verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
-        try:
-            self._fit(seed, skip, fit)
-        except Exception as error:  # XLA's refusals come as several error types
-            if tracker.state.step > start_step or not xla_refused(setup.jit_compile, model,
-                                                                  error):
-                raise
-            without_xla(model, error)
-            self._fit(seed, skip, fit)
-        backup.discard()
+                                + ("finished before the interruption, restored" if finished
+                                   else f"resuming at epoch {first_epoch}, iteration "
+                                        f"{start_step}"))
+        if not finished:
+            skip = first_epoch * per_epoch  # the batches the resumed epochs already took
+            fit = dict(steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+                       shuffle=False, initial_epoch=first_epoch,
+                       callbacks=[tracker, backup, *setup.callbacks],
+                       verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
+            try:
+                self._fit(seed, skip, fit)
+            except Exception as error:  # XLA's refusals come as several error types
+                if tracker.state.step > start_step or not xla_refused(setup.jit_compile,
+                                                                      model, error):
+                    raise
+                without_xla(model, error)
+                self._fit(seed, skip, fit)
         start_round(model, masks, None)  # the last update may have touched pruned weights
         state = tracker.state
         if setup.progress:
@@ -377,7 +413,7 @@ class Trial:
             early_stop_iteration=best["iteration"], val_loss=best["val_loss"],
             val_accuracy=best.get("val_accuracy"), test_accuracy=best.get("test_accuracy"),
             final_test_accuracy=last.get("test_accuracy"),
-            wall_time=time.perf_counter() - began, monitor=setup.monitor,
+            wall_time=state.seconds, monitor=setup.monitor,
             val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
             final_test_metrics=_of_set(last, "test"))
         return Training(record, masks, masked_weights(model, masks), state.curve)
