@@ -1,6 +1,7 @@
 """Runs survive SIGKILL and refuse damaged files; the same seed gives the same masks."""
 
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,8 +88,9 @@ def test_sigkill_at_random_moments_loses_no_round_and_ends_with_the_same_masks(t
 
 
 def _kill_when(command, path: Path) -> str:
-    """Run ``command``, SIGKILL it as soon as ``path`` exists; what it printed."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    """Run ``command``, SIGKILL it as soon as ``path`` exists; what it printed (with its
+    errors, to show in a failed assertion)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.monotonic() + 240
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -108,6 +110,9 @@ def test_a_killed_round_resumes_its_training_and_keeps_the_finished_ones(tmp_pat
     assert RunDirectory(tmp_path / "killed").completed_rounds(0) == 0
     for epoch in (backups / "round_00_ticket").glob("epoch_*"):  # the layout up to 0.2.0:
         epoch.rename(backups / epoch.name)  # in_progress/epoch_N, adopted on resume
+    # ... where a kill during a removal left an older backup half-deleted
+    shutil.copytree(max(backups.glob("epoch_*")), backups / "epoch_0000")
+    (backups / "epoch_0000" / "state.json").unlink()
     # resumed, then killed in round 1's control, after round 1's ticket finished
     resumed = _kill_when(command, backups / "round_01_random_pruning" / "epoch_0005")
     assert "trial 0, round 0 (ticket): resuming at epoch" in resumed

@@ -4,6 +4,7 @@ Example::
 
     with replacing(Path("run/results.csv")) as staged:
         staged.write_text(table)          # becomes run/results.csv when the block succeeds
+    remove(Path("run/trial_0/in_progress"))  # whole until it is gone
 """
 
 from __future__ import annotations
@@ -33,3 +34,15 @@ def replacing(final: str | os.PathLike, *, keep_existing: bool = False):
         os.replace(stage / final.name, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Delete the folder ``path`` (if it exists) so that a crash leaves it whole or gone,
+    never half-deleted: it is first renamed to a hidden ``.<name>.*`` beside it, which the
+    next run in the same place removes if the process is killed before the deletion ends."""
+    path = Path(path)
+    if not path.exists():
+        return
+    hidden = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    os.replace(path, hidden / path.name)
+    shutil.rmtree(hidden, ignore_errors=True)

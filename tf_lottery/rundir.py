@@ -34,7 +34,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tf_lottery.atomic import replacing
+from tf_lottery.atomic import remove, replacing
 from tf_lottery.engines import engine_named
 from tf_lottery.errors import DamagedFileError, NotARunDirectoryError, RunDirectoryError
 from tf_lottery.integrity import verify, write_manifest
@@ -155,7 +155,7 @@ class RunDirectory:
 
     def discard_backups(self, trial: int) -> None:
         """Remove the epoch backups of ``trial``: its last round is committed."""
-        shutil.rmtree(self.in_progress(trial), ignore_errors=True)
+        remove(self.in_progress(trial))
 
     def round(self, trial: int, round_index: int) -> Path:
         return self.trial(trial) / f"round_{round_index:02d}"
@@ -170,13 +170,13 @@ class RunDirectory:
         return count
 
     def remove_staging_leftovers(self, trial: int) -> None:
-        """Delete half-written staging folders a killed run of ``trial`` left (only under
-        the trial's lock)."""
-        for leftover in [*self.trial(trial).glob(".round_*"),
-                         *self.rewind_dir(trial).glob(".step_*"),
-                         *self.in_progress(trial).glob(".epoch_*"),  # the layout before
-                         *self.in_progress(trial).glob("*/.epoch_*")]:
-            shutil.rmtree(leftover, ignore_errors=True)
+        """Delete the half-written or half-deleted folders a killed run of ``trial`` left
+        (hidden ``.<name>.*`` ones, see ``atomic``; only under the trial's lock)."""
+        in_progress = self.in_progress(trial)
+        for folder in (self.trial(trial), self.rewind_dir(trial), in_progress,
+                       *in_progress.glob("round_*")):
+            for leftover in folder.glob(".*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def verify(self, trials=None) -> None:
         """Check the config files, and every committed round and rewind checkpoint of

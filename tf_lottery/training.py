@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -20,7 +19,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.atomic import replacing
+from tf_lottery.atomic import remove, replacing
 from tf_lottery.callbacks import Callback
 from tf_lottery.controls import CONTROLS
 from tf_lottery.errors import DivergedError, reason
@@ -210,7 +209,7 @@ class EpochBackup(Callback):
                                                   state=self.tracker.state.to_config()))
             write_manifest(stage)
         for old in previous:
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
 
     def restore(self, model, masks) -> int:
         """Load the last backup of this very training, if any: the epoch to start at."""
@@ -230,7 +229,7 @@ class EpochBackup(Callback):
         return saved["epoch"]
 
     def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove(self.folder)
 
 
 class Training(NamedTuple):
@@ -327,16 +326,17 @@ class Trial:
         """Remove the epoch backups of other rounds (committed ones); backups of the layout
         before one folder per training (``in_progress/epoch_NNNN``) move to theirs."""
         for path in sorted(self.in_progress.glob("epoch_*")):
-            saved = read_json(path / "state.json")
-            if saved["round"] == round_index:
+            state = path / "state.json"  # missing where that layout's removal was killed
+            saved = read_json(state) if state.exists() else {}
+            if saved.get("round") == round_index:
                 folder = self._backup_folder(round_index, saved["variant"])
                 folder.mkdir(parents=True, exist_ok=True)
                 path.rename(folder / path.name)
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                remove(path)
         for folder in self.in_progress.glob("round_*"):
             if not folder.name.startswith(f"round_{round_index:02d}_"):
-                shutil.rmtree(folder, ignore_errors=True)
+                remove(folder)
 
     def _backup_folder(self, round_index: int, variant: str) -> Path:
         return self.in_progress / f"round_{round_index:02d}_{variant}"
