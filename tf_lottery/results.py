@@ -261,7 +261,8 @@ class SearchResult:
         for axis, label in ((axes[0], f"test {metric} at early stop{' (%)' if percent else ''}"),
                             (axes[1], "early-stop iteration")):
             axis.set_xscale("log")
-            axis.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=8)
+            axis.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=8,
+                            rotation=90 if len(ticks) > 10 else 0)  # many levels: no overlap
             axis.xaxis.set_minor_locator(ticker.NullLocator())
             axis.invert_xaxis()
             axis.set_xlabel("percent of weights remaining")
