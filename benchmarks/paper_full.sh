@@ -2,8 +2,8 @@
 # The paper's full Lenet-300-100 protocol (examples/lenet_mnist_paper.yaml: 50,000 iterations
 # per round, both controls, down to 1.9%, three trials), on MNIST and Fashion-MNIST: one
 # process per trial, a dataset's trials in turn. The two datasets run one after the other,
-# or both at once with PARALLEL=1 (two processes: on 2 CPU cores each training takes ~1.5x
-# as long, the pair does ~1.3x the work per hour). Resumable: run it again after an
+# or both at once with PARALLEL=1 (two processes: on 2 CPU cores each training takes
+# 1.2-1.6x as long, the pair does ~1.4x the work per hour; BENCHMARKS.md). Resumable: run it again after an
 # interruption and every trial goes on after its last committed round (finished trials are
 # skipped). Long (hours per trial on 2 CPU cores): run it in the background, e.g.
 #
