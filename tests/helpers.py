@@ -58,3 +58,16 @@ class StepProbe(Callback):
     def on_train_end(self, logs=None):
         self.model  # noqa: B018
         self.check(self.step)
+
+
+class InterruptAt(Callback):
+    """Ctrl-C at the start of the ``n``-th training a search runs (1 is round 0's)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.count = n, 0
+
+    def on_train_begin(self, logs=None):
+        self.count += 1
+        if self.count == self.n:
+            raise KeyboardInterrupt

@@ -13,6 +13,8 @@ import tf_lottery as tfl
 from tf_lottery.cli import main
 from tf_lottery.rundir import RunDirectory
 
+from helpers import InterruptAt
+
 ROOT = Path(__file__).parent.parent
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
 
@@ -34,17 +36,6 @@ def _regression_data():
     return pipeline(0, 240, 20), pipeline(240, 320, 40), pipeline(320, 400, 40)
 
 
-class _InterruptAt(tfl.RoundCallback):
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.count = n, 0
-
-    def on_train_begin(self, logs=None):
-        self.count += 1
-        if self.count == self.n:
-            raise KeyboardInterrupt
-
-
 def _regression_search(run_dir):
     return tfl.LotteryTicketSearch(_regressor, SCHEDULE, run_dir, loss="mse", metrics=["mae"],
                                    monitor="val_mae", eval_every=5, verbose=0,
@@ -55,7 +46,7 @@ def test_a_regressor_on_tf_data_with_its_own_loss_metrics_and_resume(tmp_path):
     straight = _regression_search(tmp_path / "straight").run(*_regression_data())
     with pytest.raises(KeyboardInterrupt):  # the 3rd training: round 1's first control
         _regression_search(tmp_path / "resumed").run(*_regression_data(),
-                                                     callbacks=[_InterruptAt(3)])
+                                                     callbacks=[InterruptAt(3)])
     assert RunDirectory(tmp_path / "resumed").completed_rounds(0) == 1
     resumed = _regression_search(tmp_path / "resumed").run(*_regression_data())
     for result in (straight, resumed):

@@ -16,6 +16,8 @@ from tf_lottery.masks import kept_count
 from tf_lottery.models import lenet_300_100
 from tf_lottery.rundir import RunDirectory, RunDirectoryError
 
+from helpers import InterruptAt
+
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5,
                                  layer_rates={"output": 0.2})
 
@@ -82,23 +84,10 @@ def _lenet():
     return lenet_300_100((28, 28, 1), seed=0)
 
 
-class _InterruptAt(keras.callbacks.Callback):
-    """Ctrl-C at the start of the n-th training (round 2's ticket is the 5th)."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.count = n, 0
-
-    def on_train_begin(self, logs=None):
-        self.count += 1
-        if self.count == self.n:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_search_resumes_to_the_same_masks(splits, tmp_path):
     straight = _search(tmp_path / "straight").run(*splits)
     with pytest.raises(KeyboardInterrupt):
-        _search(tmp_path / "resumed").run(*splits, callbacks=[_InterruptAt(5)])
+        _search(tmp_path / "resumed").run(*splits, callbacks=[InterruptAt(5)])
     run = RunDirectory(tmp_path / "resumed")
     assert run.completed_rounds(0) == 2
     assert not list((tmp_path / "resumed" / "trial_0").glob(".round_*"))  # no half round left
