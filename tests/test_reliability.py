@@ -100,7 +100,7 @@ def _kill_when(command, path: Path) -> str:
 
 
 def test_a_killed_round_resumes_its_training_and_keeps_the_finished_ones(tmp_path):
-    longer = ("rounds=1", "steps_per_round=300", "verbose=2")
+    longer = ("rounds=1", "steps_per_round=120", "verbose=2")  # 12 epochs a training
     straight = subprocess.run(_command(_config(tmp_path, "straight"), *longer),
                               capture_output=True, text=True, timeout=300, check=True)
     assert "resuming" not in straight.stdout and "restored" not in straight.stdout
