@@ -3,9 +3,10 @@
 # per round, both controls, down to 1.9%, three trials), on MNIST and Fashion-MNIST: one
 # process per trial, a dataset's trials in turn. The two datasets run one after the other,
 # or both at once with PARALLEL=1 (two processes: on 2 CPU cores each training takes
-# 1.2-1.6x as long, the pair does ~1.4x the work per hour; BENCHMARKS.md). Resumable: run it again after an
-# interruption and every trial goes on after its last committed round (finished trials are
-# skipped). Long (hours per trial on 2 CPU cores): run it in the background, e.g.
+# 1.2-1.6x as long, the pair does ~1.4x the work per hour; BENCHMARKS.md). Resumable: run
+# it again after an interruption and every trial goes on after its last committed round
+# (finished trials are skipped). Long (hours per trial on 2 CPU cores): run it in the
+# background, e.g.
 #
 #   RUNS=/work/runs PARALLEL=1 nohup benchmarks/paper_full.sh > /work/runs/paper_full.log 2>&1 &
 #

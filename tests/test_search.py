@@ -87,6 +87,7 @@ def _lenet():
 def test_an_interrupted_search_resumes_to_the_same_masks(splits, tmp_path):
     straight = _search(tmp_path / "straight").run(*splits)
     with pytest.raises(KeyboardInterrupt):
+        # the 5th training: round 2's ticket
         _search(tmp_path / "resumed").run(*splits, callbacks=[InterruptAt(5)])
     run = RunDirectory(tmp_path / "resumed")
     assert run.completed_rounds(0) == 2
