@@ -1,7 +1,8 @@
 """The full protocol's tables: merged trials beside the reference and the paper's claims.
 
 Reads the run directories of ``benchmarks/paper_full.sh`` (one, or several holding
-different trials of one config: merged as ``tf-lottery report`` merges them) and prints,
+different trials of one config, or results folders of earlier trials such as
+benchmarks/results/<name>/: merged as ``tf-lottery report`` merges them) and prints,
 per pruning level, the test accuracy at early stop of the ticket and both controls (mean
 and min-max over trials), the reference numbers of ``../shared/DESIGN.md`` (MNIST), the
 early-stop iterations, each trial's wall time, and what holds of the paper's claims:
@@ -13,6 +14,8 @@ early-stop iterations, each trial's wall time, and what holds of the paper's cla
 
     python benchmarks/paper_tables.py /work/runs/paper_mnist      # paper_mnist_full
     python benchmarks/paper_tables.py runs/a runs/b --name paper_fashion_mnist_full
+    python benchmarks/paper_tables.py /work/runs/paper_mnist \
+        benchmarks/results/paper_mnist_full_trials_0-1          # trial 2 + saved trials 0-1
     python benchmarks/paper_tables.py /work/runs/paper_mnist --partial   # rounds so far
 
 Only complete trials are merged; ``--partial`` reads every committed round of one run
@@ -136,7 +139,8 @@ def _wall_times(result: SearchResult) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("run_dirs", nargs="+", help="run directories or results folders; "
+                        "one run directory at least (its run_config.yaml names the dataset)")
     parser.add_argument("--name", default=None,
                         help="results name (default: <run dir name>_full[_partial])")
     parser.add_argument("--partial", action="store_true",
@@ -154,7 +158,11 @@ def main(argv=None):
                  f"rounds so far); " + "; ".join(notes))
     name = args.name or f"{Path(args.run_dirs[0]).name}_full" + \
         ("_partial" if args.partial else "")
-    dataset = RunConfig.load(Path(args.run_dirs[0]) / RunConfig.RECORD).dataset
+    records = [Path(path) / RunConfig.RECORD for path in args.run_dirs
+               if (Path(path) / RunConfig.RECORD).is_file()]
+    if not records:
+        parser.error("give one run directory at least: its run_config.yaml names the dataset")
+    dataset = RunConfig.load(records[0]).dataset
     mnist = dataset == "mnist"  # the reference numbers are MNIST's
 
     levels = _levels(result)

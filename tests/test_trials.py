@@ -1,6 +1,9 @@
 """Trials as units of work: processes running different trials of one search into one run
-directory at once, or into separate ones, and the report that merges them."""
+directory at once, or into separate ones, and the report that merges them (run directories
+or the results folders reports wrote)."""
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +72,26 @@ def test_two_processes_run_two_trials_into_one_directory_and_the_report_merges(t
     assert all(row["trials"] == 3 for row in merged.summary())
     assert (tmp_path / "merged" / "results.csv").is_file()
     assert (tmp_path / "merged" / "plot.png").stat().st_size > 10_000
+
+    # trials 0 and 1 as their small results only (their run directory gone, weights and all)
+    assert main(["report", str(tmp_path / "run"), "--output", str(tmp_path / "first")]) == 0
+    shutil.rmtree(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "first"), str(tmp_path / "other"), "--output",
+                 str(tmp_path / "again")]) == 0
+    assert "trials 0, 1: no learning curves" in capsys.readouterr().out
+    again = tfl.SearchResult.merged([tmp_path / "first", tmp_path / "other"])[0]
+    assert again.records == merged.records and again.summary() == merged.summary()
+    assert again.config == merged.config == RunDirectory(tmp_path / "other").config()
+    assert {trial for trial, _, _ in again.curves} == {2}  # curves.png: trial 2's
+    assert tfl.SearchResult.load(tmp_path / "again").records == merged.records
+    with pytest.raises(tfl.RunDirectoryError, match="trial 2 is complete in both"):
+        tfl.SearchResult.merged([tmp_path / "again", tmp_path / "other"])
+    saved = json.loads((tmp_path / "first" / "results.json").read_text())
+    del saved["config"]  # as reports wrote it before they recorded the config
+    (tmp_path / "first" / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(tfl.RunDirectoryError, match="does not record the config"):
+        tfl.SearchResult.merged([tmp_path / "first", tmp_path / "other"])
 
 
 def test_merging_refuses_another_config_and_the_same_trial_twice(tmp_path, capsys):

@@ -3,8 +3,9 @@ and the exports.
 
     tf-lottery run CONFIG.yaml [key=value ...]   run or resume the search CONFIG describes
     tf-lottery run CONFIG.yaml --trial K         run only trial K (several processes at once)
-    tf-lottery report RUN_DIR [RUN_DIR ...]      table, CSV, JSON and plot of a (partial) run,
-                                                 or the complete trials of several, merged
+    tf-lottery report DIR [DIR ...]              table, CSV, JSON and plot of a (partial) run,
+                                                 or the complete trials of several run
+                                                 directories or results folders, merged
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
                                                  a round's ticket as a verified SavedModel or
                                                  TFLite file (default under ./saved_models/)
@@ -105,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="results table and plot of a run directory, or of the complete "
                        "trials of several (merged, with the spread over trials)")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("run_dirs", nargs="+", metavar="DIR",
+                        help="run directories, or folders an earlier report wrote")
     report.add_argument("--output", default=None,
                         help="where results.csv/json and plot.png go (default: the run "
                              "directory; required to merge several)")

@@ -23,6 +23,7 @@ from tf_lottery.rundir import (
 )
 
 VARIANTS = ("ticket", *CONTROLS)
+RESULTS_JSON = "results.json"
 PAPER_LEVELS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # % of weights in the paper's figure 3
 _LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.items()}}
 
@@ -82,69 +83,56 @@ class SearchResult:
         [r for r in result.records if r.variant == "ticket" and r.round == 7]
     """
 
-    def __init__(self, records, curves=None):
+    def __init__(self, records, curves=None, config=None):
         self.records = sorted(records, key=lambda r: (r.trial, r.round, VARIANTS.index(r.variant)))
         # (trial, round, variant) -> the training's evaluations: iteration, val_*, test_*
         self.curves = dict(curves or {})
+        self.config = config  # the search's config.json, where known
 
     @classmethod
-    def merged(cls, run_dirs) -> tuple[SearchResult, list[str]]:
+    def merged(cls, paths) -> tuple[SearchResult, list[str]]:
         """The complete trials of several run directories of one search (each run with
-        ``--trial K``, say on its own machine), checksums checked; and a note for each
-        trial left out because it is not complete. Directories of different searches, or
-        holding the same trial twice, are refused."""
-        runs = [RunDirectory(path) for path in run_dirs]
-        configs = []
-        for run in runs:
-            if not (run.path / run.CONFIG).is_file():
-                raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory "
-                                            f"(it has no {run.CONFIG})")
-            run.verify()
-            configs.append(run.config())
-        for run, config in zip(runs[1:], configs[1:]):
+        ``--trial K``, say on its own machine), checksums checked, or of results folders a
+        report wrote (``save``: the small results, without the weights); and a note for
+        each trial left out because it is not complete. Trials of different searches, or
+        the same trial twice, are refused."""
+        sources = [_source(path) for path in paths]
+        configs = [source.config() for source in sources]
+        for source, config in zip(sources[1:], configs[1:]):
             differences = config_differences(configs[0], config)
             if differences:
                 raise RunDirectoryError(
-                    f"{run.path} holds another search than {runs[0].path}; only trials of "
-                    "one config merge. Differences:\n  " + "\n  ".join(differences))
+                    f"{source.path} holds another search than {sources[0].path}; only trials "
+                    "of one config merge. Differences:\n  " + "\n  ".join(differences))
         rounds = configs[0]["schedule"]["rounds"] + 1
-        records, curves, notes, owner = [], {}, [], {}
-        for run in runs:
-            for trial in run.trials():
-                done = run.completed_rounds(trial)
+        notes, owner = [], {}
+        for source in sources:
+            for trial in source.trials():
+                done = source.completed_rounds(trial)
                 if done < rounds:
-                    notes.append(f"{run.trial(trial)}: {done} of {rounds} rounds, left out")
+                    notes.append(f"{source.path}, trial {trial}: {done} of {rounds} rounds, "
+                                 "left out")
                     continue
                 if trial in owner:
-                    raise RunDirectoryError(f"trial {trial} is complete in both {owner[trial]} "
-                                            f"and {run.path}; merge one of them")
-                owner[trial] = run.path
-                cls._read_trial(run, trial, records, curves)
-        return cls(records, curves), notes
-
-    @staticmethod
-    def _read_trial(run: RunDirectory, trial: int, records: list, curves: dict) -> None:
-        """Add the records and curves of ``trial``'s committed rounds."""
-        for round_index in range(run.completed_rounds(trial)):
-            metrics = read_json(run.round(trial, round_index) / "metrics.json")
-            records += [RoundRecord(**row) for row in metrics["records"]]
-            curves.update({(trial, round_index, variant): curve
-                           for variant, curve in metrics.get("curves", {}).items()})
+                    raise RunDirectoryError(f"trial {trial} is complete in both "
+                                            f"{owner[trial].path} and {source.path}; merge "
+                                            "one of them")
+                owner[trial] = source
+        records, curves = _read_trials(owner.items())
+        without = sorted(t for t in owner if not any(key[0] == t for key in curves))
+        if without and len(without) < len(owner):
+            notes.append(f"trials {', '.join(map(str, without))}: no learning curves in their "
+                         "results folder; curves.png shows the other trials")
+        return cls(records, curves, configs[0]), notes
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, verify: bool = True) -> SearchResult:
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> SearchResult:
         """The committed rounds of a finished or partial search, checksums checked first
-        (a running search, which checked them at its start, passes ``verify=False``)."""
-        run = RunDirectory(run_dir)
-        if not (run.path / run.CONFIG).is_file():
-            raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory "
-                                        f"(it has no {run.CONFIG})")
-        if verify:
-            run.verify()
-        records, curves = [], {}
-        for trial in run.trials():
-            cls._read_trial(run, trial, records, curves)
-        return cls(records, curves)
+        (a running search, which checked them at its start, passes ``verify=False``); or
+        the records of a results folder (``save``)."""
+        source = _source(path, verify)
+        records, curves = _read_trials((trial, source) for trial in source.trials())
+        return cls(records, curves, source.config())
 
     @property
     def metric(self) -> str:
@@ -223,14 +211,19 @@ class SearchResult:
     def save(self, directory: str | os.PathLike) -> dict:
         """Write results.csv, results.json and plot.png (atomically); return their paths."""
         directory = Path(directory)
-        paths = {"csv": directory / "results.csv", "json": directory / "results.json",
+        paths = {"csv": directory / "results.csv", "json": directory / RESULTS_JSON,
                  "plot": directory / "plot.png", "curves": directory / "curves.png"}
         write_atomic(paths["csv"], self.to_csv())
-        write_json(paths["json"], {"records": [r.to_dict() for r in self.records],
+        write_json(paths["json"], {"config": self.config,
+                                   "records": [r.to_dict() for r in self.records],
                                    "summary": self.summary()})
-        for name, png in (("plot", self.plot_png), ("curves", self.curves_png)):
-            with replacing(paths[name]) as staged:
-                staged.write_bytes(png())
+        with replacing(paths["plot"]) as staged:
+            staged.write_bytes(self.plot_png())
+        if self.curves:  # a results folder read back has none: its curves.png stays
+            with replacing(paths["curves"]) as staged:
+                staged.write_bytes(self.curves_png())
+        else:
+            del paths["curves"]
         return paths
 
     def plot_png(self) -> bytes:
@@ -321,6 +314,84 @@ class SearchResult:
         figure.savefig(buffer, format="png", dpi=100)
         plt.close(figure)
         return buffer.getvalue()
+
+
+class _RunRecords:
+    """The committed rounds of a run directory, as ``SearchResult`` reads them."""
+
+    def __init__(self, run: RunDirectory, verify: bool):
+        self.path = run.path
+        self.run = run
+        if verify:
+            run.verify()
+
+    def config(self) -> dict:
+        return self.run.config()
+
+    def trials(self) -> list[int]:
+        return self.run.trials()
+
+    def completed_rounds(self, trial: int) -> int:
+        return self.run.completed_rounds(trial)
+
+    def read_trial(self, trial: int) -> tuple[list, dict]:
+        """The records and learning curves of ``trial``'s committed rounds."""
+        records, curves = [], {}
+        for round_index in range(self.run.completed_rounds(trial)):
+            metrics = read_json(self.run.round(trial, round_index) / "metrics.json")
+            records += [RoundRecord(**row) for row in metrics["records"]]
+            curves.update({(trial, round_index, variant): curve
+                           for variant, curve in metrics.get("curves", {}).items()})
+        return records, curves
+
+
+class _SavedRecords:
+    """The results.json of a results folder (``SearchResult.save``): the records of its
+    trials and the config of their search, without weights or learning curves."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        saved = read_json(path / RESULTS_JSON)
+        if not saved.get("config"):
+            raise RunDirectoryError(
+                f"{path / RESULTS_JSON} does not record the config of its search (reports "
+                "written before tf_lottery recorded it), so its trials cannot be checked "
+                "against others. Report its run directory again: tf-lottery report RUN_DIR")
+        self._config = saved["config"]
+        self._records = [RoundRecord(**row) for row in saved["records"]]
+
+    def config(self) -> dict:
+        return self._config
+
+    def trials(self) -> list[int]:
+        return sorted({record.trial for record in self._records})
+
+    def completed_rounds(self, trial: int) -> int:
+        return len({record.round for record in self._records if record.trial == trial})
+
+    def read_trial(self, trial: int) -> tuple[list, dict]:
+        return [record for record in self._records if record.trial == trial], {}
+
+
+def _source(path: str | os.PathLike, verify: bool = True):
+    """The records in ``path``: a run directory (its committed rounds) or a results folder."""
+    run = RunDirectory(path)
+    if (run.path / run.CONFIG).is_file():
+        return _RunRecords(run, verify)
+    if (run.path / RESULTS_JSON).is_file():
+        return _SavedRecords(run.path)
+    raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory (it has no "
+                                f"{run.CONFIG}) nor a results folder (no {RESULTS_JSON})")
+
+
+def _read_trials(sources) -> tuple[list, dict]:
+    """The records and learning curves of the (trial, source) pairs ``sources``."""
+    records, curves = [], {}
+    for trial, source in sources:
+        trial_records, trial_curves = source.read_trial(trial)
+        records += trial_records
+        curves.update(trial_curves)
+    return records, curves
 
 
 def _pyplot():
