@@ -158,11 +158,11 @@ def main(argv=None):
                  f"rounds so far); " + "; ".join(notes))
     name = args.name or f"{Path(args.run_dirs[0]).name}_full" + \
         ("_partial" if args.partial else "")
-    records = [Path(path) / RunConfig.RECORD for path in args.run_dirs
-               if (Path(path) / RunConfig.RECORD).is_file()]
-    if not records:
+    run_configs = [path for path in (Path(d) / RunConfig.RECORD for d in args.run_dirs)
+                   if path.is_file()]
+    if not run_configs:
         parser.error("give one run directory at least: its run_config.yaml names the dataset")
-    dataset = RunConfig.load(records[0]).dataset
+    dataset = RunConfig.load(run_configs[0]).dataset
     mnist = dataset == "mnist"  # the reference numbers are MNIST's
 
     levels = _levels(result)

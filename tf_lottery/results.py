@@ -320,10 +320,13 @@ class _RunRecords:
     """The committed rounds of a run directory, as ``SearchResult`` reads them."""
 
     def __init__(self, run: RunDirectory, verify: bool):
-        self.path = run.path
         self.run = run
         if verify:
             run.verify()
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
 
     def config(self) -> dict:
         return self.run.config()
