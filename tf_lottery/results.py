@@ -121,8 +121,9 @@ class SearchResult:
         records, curves = _read_trials(owner.items())
         without = sorted(t for t in owner if not any(key[0] == t for key in curves))
         if without and len(without) < len(owner):
-            notes.append(f"trials {', '.join(map(str, without))}: no learning curves in their "
-                         "results folder; curves.png shows the other trials")
+            which = (f"trial {without[0]}: no learning curves in its" if len(without) == 1 else
+                     f"trials {', '.join(map(str, without))}: no learning curves in their")
+            notes.append(f"{which} results folder; curves.png shows the other trials")
         return cls(records, curves, configs[0]), notes
 
     @classmethod
