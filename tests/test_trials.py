@@ -87,6 +87,11 @@ def test_two_processes_run_two_trials_into_one_directory_and_the_report_merges(t
     assert tfl.SearchResult.load(tmp_path / "again").records == merged.records
     with pytest.raises(tfl.RunDirectoryError, match="trial 2 is complete in both"):
         tfl.SearchResult.merged([tmp_path / "again", tmp_path / "other"])
+    tfl.SearchResult([r for r in merged.records if r.trial == 0], config=merged.config).save(
+        tmp_path / "trial_0")
+    _, notes = tfl.SearchResult.merged([tmp_path / "trial_0", tmp_path / "other"])
+    assert notes == ["trial 0: no learning curves in its results folder; curves.png shows "
+                     "the other trials"]
     saved = json.loads((tmp_path / "first" / "results.json").read_text())
     del saved["config"]  # as reports wrote it before they recorded the config
     (tmp_path / "first" / "results.json").write_text(json.dumps(saved))
