@@ -1,11 +1,27 @@
 """Small models and probes shared by the tests, for either Keras."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras as keras3
+import numpy as np
 import tf_keras
 
 from tf_lottery.callbacks import Callback
 
 KERASES = {"tf_keras": tf_keras, "keras3": keras3}
+ROOT = Path(__file__).parent.parent
+
+
+def python_with(script, *args, **env) -> str:
+    """Run ``script`` with ``args`` in a Python of its own (``env`` added to the
+    environment, e.g. KERAS_BACKEND=jax); the last line it printed."""
+    done = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT, env=dict(os.environ, **env))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 def compile_for_classification(model, learning_rate=1e-3):
@@ -29,6 +45,13 @@ def small_mlp(seed=0, input_dim=784, keras=tf_keras):
         keras.layers.Dense(32, activation="relu", name="hidden"),
         keras.layers.Dense(10, name="output"),
     ])
+
+
+def toy_data(n=60):
+    """``n`` examples of 12 uniform features whose class is the largest of the first 3."""
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 12), dtype=np.float32)
+    return x, (x[:, :3].argmax(axis=1)).astype("int64")
 
 
 def weights_by_path(model):

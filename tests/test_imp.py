@@ -100,24 +100,36 @@ def test_theta0_checkpoint_on_disk_is_the_initial_weights(tmp_path, K):
     assert stored == sorted(v.tobytes() for v in theta0.values())
 
 
-def test_late_rewinding_restores_the_weights_of_iteration_k(mnist_slice, tmp_path, K):
+def test_late_rewinding_restores_iteration_k_and_resumes_its_schedule_there(mnist_slice,
+                                                                             tmp_path, K):
+    """Rounds after the first train steps k to T again (Frankle et al. 2020, open_lth): the
+    weights of iteration k, the optimizer's step count and learning-rate schedule at k."""
     model = small_mlp(seed=3, keras=K)
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
-    pruned = compile_for_classification(
-        tfl.prune_with_rewinding(model, schedule, rewind_to=3, checkpoint_dir=tmp_path / "c"))
-    at_k = {}
+    pruned = tfl.prune_with_rewinding(model, schedule, rewind_to=3, checkpoint_dir=tmp_path / "c")
+    decay = K.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=2, decay_rate=0.5)
+    pruned.compile(K.optimizers.Adam(decay),
+                   K.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert pruned.total_steps == 10 + 7 + 7
+    at_k, rates = {}, {}
 
     def check(step):
         if step == 3:
             at_k.update(weights_by_path(pruned))
-        if step in (10, 20):
+        if step in (10, 17):  # round ends: 10, then 7 steps a round
             masks, weights = _masks(pruned), weights_by_path(pruned)
             for path, value in weights.items():
                 mask = masks.get(path, np.ones_like(value, dtype=bool))
                 np.testing.assert_array_equal(value[mask], at_k[path][mask])
                 assert np.all(value[~mask] == 0)
+            rates[step] = (int(pruned.optimizer.iterations.numpy()),
+                           float(decay(pruned.optimizer.iterations)))
 
-    pruned.fit(_dataset(mnist_slice), epochs=3, verbose=0, callbacks=[StepProbe(check)])
+    pruned.fit(_dataset(mnist_slice).repeat(), steps_per_epoch=8, epochs=3, verbose=0,
+               callbacks=[StepProbe(check)])
+    assert rates == {10: (3, pytest.approx(1e-2 / 2 ** 1.5)),
+                     17: (3, pytest.approx(1e-2 / 2 ** 1.5))}  # the rate of step 3
+    assert [(r.round, r.step) for r in pruned.rounds] == [(0, 10), (1, 17), (2, 24)]
     assert tfl.RewindPoint.load(tmp_path / "c" / "step_3", pruned).step == 3
     theta0 = tfl.RewindPoint.load(tmp_path / "c" / "step_0", pruned).values
     assert any(not np.array_equal(theta0[p], at_k[p]) for p in at_k)
@@ -424,3 +436,64 @@ def test_magnitude_increase_compares_the_trained_weights_with_theta0(mnist_slice
         expected = np.zeros(growth.size, bool)
         expected[order] = True
         np.testing.assert_array_equal(mask, expected.reshape(mask.shape))
+
+
+def _round_start_exact(pruned, theta0):
+    masks, weights = _masks(pruned), weights_by_path(pruned)
+    for path, value in weights.items():
+        keep = masks.get(path, np.ones_like(value, dtype=bool))
+        np.testing.assert_array_equal(value[keep], theta0[path][keep])
+        assert np.all(value[~keep] == 0)
+
+
+def test_a_gradient_tape_loop_runs_rounds_through_custom_training_only(mnist_slice, tmp_path,
+                                                                        K):
+    """TF-MOT's guide trains in a GradientTape loop: uncounted, it would never prune, so it
+    is refused at its first step; inside custom_training, step() ends the rounds."""
+    (x, y), _ = mnist_slice
+    x, y = x[:60], y[:60]
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=3, prune_rate=0.5)
+    loss_fn = K.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def update(pruned, optimizer):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, pruned(x, training=True))
+        grads = tape.gradient(loss, pruned.trainable_variables)
+        optimizer.apply_gradients(zip(grads, pruned.trainable_variables))
+        return float(loss)
+
+    pruned = tfl.prune_with_rewinding(small_mlp(seed=16, keras=K), schedule,
+                                      checkpoint_dir=tmp_path / "a")
+    with pytest.raises(tfl.SettingError, match="outside fit.*custom_training"):
+        update(pruned, K.optimizers.Adam(1e-3))
+    model = small_mlp(seed=17, keras=K)
+    theta0 = weights_by_path(model)
+    pruned = tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "b")
+    optimizer = K.optimizers.Adam(1e-3)
+    steps = 0
+    with pruned.custom_training(optimizer) as rounds:
+        while not rounds.finished:
+            rounds.step({"loss": update(pruned, optimizer)})
+            steps += 1
+            if steps in (3, 6):
+                _round_start_exact(pruned, theta0)
+                assert int(optimizer.iterations.numpy()) == 0
+    assert steps == 9 and [(r.round, r.step) for r in pruned.rounds] == [(0, 3), (1, 6), (2, 9)]
+    assert pruned.rounds[1].metrics["loss"] > 0
+    assert pruned.masks.fraction_kept() == pytest.approx(0.25, abs=0.01)
+    with pytest.raises(tfl.SettingError, match="outside fit"):  # the block has ended
+        update(pruned, optimizer)
+
+
+def test_train_on_batch_counts_steps_and_ends_rounds(mnist_slice, tmp_path, K):
+    (x, y), _ = mnist_slice
+    model = small_mlp(seed=18, keras=K)
+    theta0 = weights_by_path(model)
+    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=3, prune_rate=0.5)
+    pruned = compile_for_classification(
+        tfl.prune_with_rewinding(model, schedule, checkpoint_dir=tmp_path / "c"))
+    for step in range(1, 8):
+        pruned.train_on_batch(x[:60], y[:60])
+        if step in (3, 6):
+            _round_start_exact(pruned, theta0)
+    assert pruned.imp_step == 7 and [(r.round, r.step) for r in pruned.rounds] == [(0, 3), (1, 6)]

@@ -15,7 +15,7 @@ import pytest
 import tf_lottery as tfl
 from tf_lottery.engines import engine_named
 
-from helpers import StepProbe, compile_for_classification
+from helpers import StepProbe, compile_for_classification, python_with, toy_data
 
 ENGINE = engine_named("keras3")
 ROOT = Path(__file__).parent.parent
@@ -63,12 +63,6 @@ def _net(seed=0):
     return net
 
 
-def _data(n=60):
-    rng = np.random.default_rng(0)
-    x = rng.random((n, 12), dtype=np.float32)
-    return x, (x[:, :3].argmax(axis=1)).astype("int64")
-
-
 def test_a_subclassed_model_with_a_custom_layer_runs_imp_exactly(tmp_path):
     net = _net()
     theta0 = {path: v.numpy().copy() for path, v in ENGINE.model_weights(net).items()}
@@ -89,7 +83,7 @@ def test_a_subclassed_model_with_a_custom_layer_runs_imp_exactly(tmp_path):
                 assert np.all(value[~keep] == 0)
             checked.append(step)
 
-    x, y = _data()
+    x, y = toy_data()
     pruned.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[StepProbe(check)])
     assert checked == [4, 8] and pruned.imp_step == 12
     final = {p: v.numpy() for p, v in ENGINE.model_weights(net).items()}
@@ -151,18 +145,11 @@ def test_keras3_bad_input_names_the_fix(tmp_path):
                                         ".optimizers"):
         pruned.compile(tf_keras.optimizers.Adam(), "mse")
     compile_for_classification(pruned)
-    x, y = _data(8)
+    x, y = toy_data(8)
     with pytest.raises(TypeError, match="callback EarlyStopping belongs to another Keras"):
         pruned.fit(x, y, callbacks=[tf_keras.callbacks.EarlyStopping()], verbose=0)
     assert pruned.imp_step == 0
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
-
-
-def _python(code: str, **env) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=dict(os.environ, **env))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
 
 
 def test_import_leaves_tf_keras_as_keras_3_even_after_a_tf_keras_model(tmp_path):
@@ -189,9 +176,7 @@ def test_import_leaves_tf_keras_as_keras_3_even_after_a_tf_keras_model(tmp_path)
 def test_the_jax_backend_runs_imp_and_the_search_exactly(tmp_path):
     pytest.importorskip("jax")
     script = Path(__file__).parent / "scripts" / "keras3_jax.py"
-    report = json.loads(_python(f"import runpy, sys; sys.argv = ['x', {str(tmp_path)!r}]; "
-                                f"runpy.run_path({str(script)!r}, run_name='__main__')",
-                                KERAS_BACKEND="jax"))
+    report = json.loads(python_with(script, tmp_path, KERAS_BACKEND="jax"))
     assert report["backend"] == "jax"
     assert report["checked_steps"] == [4, 8] and report["imp_step"] == 12
     assert report["rewound_exactly"] and report["pruned_are_zero"]

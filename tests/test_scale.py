@@ -37,8 +37,9 @@ def _check_replicas_agree(report, replicas):
         assert entry["hidden/kernel"]["kept"] == {"4": 0.5, "8": 0.25}[step]
 
 
-def test_mirrored_strategy_on_two_devices(tmp_path):
-    report = _run_script("mirrored", tmp_path / "ckpt")
+@pytest.mark.parametrize("which", ["tf_keras", "keras3"])
+def test_mirrored_strategy_on_two_devices(tmp_path, which):
+    report = _run_script("mirrored", tmp_path / "ckpt", which)
     _check_replicas_agree(report, replicas=2)
     for state in report["rounds"]["4"].values():
         assert len(state["replica_weights"]) == 2
@@ -73,11 +74,17 @@ def test_multi_worker_mirrored_strategy_with_two_workers(tmp_path):
     assert reports[0] == reports[1]  # both workers hold the same masks and weights
 
 
-def test_search_under_a_mirrored_strategy(tmp_path):
-    report = _run_script("search", tmp_path / "run")
-    assert report["replicas"] == 2
+@pytest.mark.parametrize("which", ["tf_keras", "keras3"])
+def test_search_under_a_mirrored_strategy(tmp_path, which):
+    report = _run_script("search", tmp_path / "run", which)
+    assert report["replicas"] == 2 and report["engine"] == which
     assert report["weights_remaining"] == [1.0, 0.5, 0.5, 0.25, 0.25]
     assert '"replicas": 2' in (tmp_path / "run" / "config.json").read_text()
+    if which == "keras3":  # Keras 3 runs one step per call under a strategy
+        assert report["steps_per_execution"] == 1 and not report["refusal_wrote"]
+        assert "steps_per_execution=4 does not run under a strategy" in report["refusal"]
+    else:
+        assert report["steps_per_execution"] == 4
 
 
 def _one_call_round(tmp_path, mnist_slice, jit_compile=False):

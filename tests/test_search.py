@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery as tfl
+from tf_lottery.callbacks import Callback
 from tf_lottery.data import load_dataset
 from tf_lottery.masks import kept_count
 from tf_lottery.models import lenet_300_100
@@ -84,6 +85,45 @@ def _lenet():
     return lenet_300_100((28, 28, 1), seed=0)
 
 
+class _Trainings(Callback):
+    """Every training's optimizer step at its start and end, and its starting weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_begin(self, logs=None):
+        self.seen.append({"start": int(self.model.optimizer.iterations.numpy()),
+                          "weights": self.model.engine.model_weights(self.model)})
+        self.seen[-1]["weights"] = {k: v.numpy() for k, v in self.seen[-1]["weights"].items()}
+
+    def on_train_end(self, logs=None):
+        self.seen[-1]["end"] = int(self.model.optimizer.iterations.numpy())
+
+
+def test_late_rewinding_trains_later_rounds_and_their_controls_from_step_k(splits, tmp_path):
+    """As open_lth: rounds after the first, and their controls, train steps k to T with the
+    optimizer at step k; random pruning starts from the weights of iteration k."""
+    trainings = _Trainings()
+    result = _search(tmp_path / "run", rewind_to=5).run(*splits, callbacks=[trainings])
+    assert [(t["start"], t["end"]) for t in trainings.seen] == [(0, 10)] + [(5, 10)] * 6
+    for record in result.records:
+        assert record.early_stop_iteration in ((5, 10) if record.round == 0 else (10,))
+    curves = json.loads((tmp_path / "run" / "trial_0" / "round_01" / "metrics.json")
+                        .read_text())["curves"]
+    assert {v: [p["iteration"] for p in c] for v, c in curves.items()} == {
+        "ticket": [10], "random_reinit": [10], "random_pruning": [10]}
+    at_k = tfl.RewindPoint.load(tmp_path / "run" / "trial_0" / "rewind" / "step_5",
+                                _lenet()).values
+    masks = tfl.Masks.load(tmp_path / "run" / "trial_0" / "round_01" / "random_pruning" /
+                           "masks.npz")
+    started = trainings.seen[3]["weights"]  # round 1: ticket, random reinit, random pruning
+    for path, value in at_k.items():
+        keep = masks[path] if path in masks else np.ones_like(value, bool)
+        np.testing.assert_array_equal(started[path][keep], value[keep])
+        assert np.all(started[path][~keep] == 0)
+
+
 def test_an_interrupted_search_resumes_to_the_same_masks(splits, tmp_path):
     straight = _search(tmp_path / "straight").run(*splits)
     with pytest.raises(KeyboardInterrupt):
@@ -112,12 +152,17 @@ def test_a_different_config_is_refused_with_what_differs(splits, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
 
 
-def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path):
+@pytest.mark.parametrize("held", ["trial 0", "the config, for long"])
+def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path, monkeypatch, held):
+    """A process holding a trial refuses another on it at once; the directory's own lock
+    (held while a process records the config) is waited for, then refused."""
+    trial = "0" if held == "trial 0" else "None"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom tf_lottery.rundir import RunDirectory\n"
-         "with RunDirectory(sys.argv[1]).locked():\n    print('locked', flush=True)\n"
+         f"with RunDirectory(sys.argv[1]).locked({trial}):\n    print('locked', flush=True)\n"
          "    time.sleep(60)", str(tmp_path / "run")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    monkeypatch.setattr(RunDirectory, "CONFIG_LOCK_WAIT", 0.5)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirectoryError,
@@ -127,7 +172,7 @@ def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path):
         holder.kill()
         holder.wait()
     # the kernel released the dead holder's lock: the directory is usable again
-    with RunDirectory(tmp_path / "run").locked():
+    with RunDirectory(tmp_path / "run").locked(0):
         pass
 
 

@@ -56,8 +56,10 @@ def _export(args) -> None:
     run = RunDirectory(args.run_dir)
     recorded = run.path / RunConfig.RECORD
     # the recorded config imports the user's model module (its layers' classes) and data
-    data = RunConfig.load(recorded).data() if recorded.is_file() else None
-    ticket, round_index = run.ticket(args.trial, args.round)
+    config = RunConfig.load(recorded) if recorded.is_file() else None
+    data = config.data() if config else None
+    ticket, round_index = run.ticket(args.trial, args.round,
+                                     build=config and config.rebuilder(data, args.trial))
     if data is None:
         print(f"{recorded} not found: verifying on random inputs, without accuracy")
     print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")

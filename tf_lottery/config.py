@@ -39,7 +39,7 @@ import yaml
 from tf_lottery.checks import did_you_mean, one_of, positive_number, whole_number
 from tf_lottery.controls import CONTROLS
 from tf_lottery.data import DATASETS, Splits, load_dataset
-from tf_lottery.engines import engine_named, keras_family
+from tf_lottery.engines import canonical_names, engine_named, keras_family
 from tf_lottery.errors import ConfigError, DataError, TfLotteryError
 from tf_lottery.models import KERAS_MODULES, MODELS, build, keras_module
 from tf_lottery.schedule import RewindingSchedule
@@ -296,6 +296,18 @@ class RunConfig:
                               "your own model (model: module:function)")
         return lambda seed: build(self.model, splits.input_shape, splits.classes, seed=seed,
                                   keras=self.keras)
+
+    def rebuilder(self, splits: Splits, trial: int):
+        """A function building trial ``trial``'s model with the ``model`` function (None for
+        other models): what rebuilds a model that has no config, for export."""
+        if not _is_callable_spec(self.model):
+            return None
+        build = self.model_builder(splits)
+
+        def rebuild():
+            with canonical_names():
+                return build(self.seed + trial)
+        return rebuild
 
     def search(self, splits: Splits) -> LotteryTicketSearch:
         """The LotteryTicketSearch this config describes, for ``splits``."""

@@ -20,8 +20,9 @@ from tf_lottery.masks import Masks, random_pruning
 class Control:
     """One control: ``masks(ticket_masks, seed)`` and ``start(trial, seed)``.
 
-    ``trial`` offers ``theta0`` (the trial's initial weights, a RewindPoint) and
-    ``fresh_draw(seed)`` (every initializer drawn again).
+    ``trial`` offers ``rewind_point()`` (where the ticket's rounds start: θ0, or the
+    weights of iteration k under late rewinding) and ``fresh_draw(seed)`` (every
+    initializer drawn again). A control trains the same optimizer steps as the ticket.
     """
 
     name = ""
@@ -47,7 +48,8 @@ class RandomReinit(Control):
 
 
 class RandomPruning(Control):
-    """Random masks of the ticket's per-layer sparsity, rewound to θ0."""
+    """Random masks of the ticket's per-layer sparsity, rewound where the ticket is (θ0, or
+    iteration k under late rewinding, as open_lth's random pruning)."""
 
     name, label = "random_pruning", "random pruning"
 
@@ -56,7 +58,7 @@ class RandomPruning(Control):
         return random_pruning(full, ticket_masks.sparsity(), seed=seed)
 
     def start(self, trial, seed):
-        return trial.theta0
+        return trial.rewind_point()
 
 
 CONTROLS = {control.name: control for control in (RandomReinit(), RandomPruning())}

@@ -128,13 +128,15 @@ class OptimizerReset:
     The values come from a new optimizer of the same class and config built on the same
     variables, so any optimizer resets correctly (Adagrad's accumulators do not start at 0),
     and a model loaded mid-run resets to fresh state, not to the state it was saved with.
-    ``reset(step)`` sets the step counter, and so the learning-rate schedule, to ``step``:
-    0 restarts it, the current count lets it go on (fine-tuning).
+    ``reset(step)`` sets the optimizer's step count, and so the learning-rate schedule, to
+    ``step`` (gradient accumulation starting afresh) and restarts its moving averages
+    (``use_ema``) from the weights the round starts with; ``finalize()`` sets the weights to
+    those averages, as Keras does at the end of a ``fit``.
     """
 
     def __init__(self, optimizer, trainable_variables):
-        engine = engine_for(optimizer)
-        self.optimizer = optimizer
+        self.engine = engine = engine_for(optimizer)
+        self.optimizer, self.trainable_variables = optimizer, list(trainable_variables)
         fresh = type(optimizer).from_config(optimizer.get_config())
         fresh_values = [var.numpy() for var in
                         engine.optimizer_variables(fresh, trainable_variables)]
@@ -143,8 +145,17 @@ class OptimizerReset:
             raise SettingTypeError(f"cannot reset {type(optimizer).__name__}: a fresh copy has a "
                             "different set of variables")
         self._initial = list(zip(self.variables, fresh_values))
+        self.averages = engine.moving_averages(optimizer, self.trainable_variables)
 
     def reset(self, step: int = 0) -> None:
         for variable, value in self._initial:
             variable.assign(value)
-        self.optimizer.iterations.assign(step)
+        self.engine.set_optimizer_step(self.optimizer, step)
+        for variable, average in self.averages:
+            average.assign(variable.numpy())
+
+    def finalize(self) -> None:
+        """The weights become their moving averages (``use_ema``): the trained network a
+        ``fit`` ending here would leave. Nothing happens without EMA."""
+        if self.averages:
+            self.optimizer.finalize_variable_values(self.trainable_variables)

@@ -1,16 +1,20 @@
-"""Rewind policies: where each round after the first starts, and where its optimizer's step
-counter (and so the learning-rate schedule) starts.
+"""Rewind policies: where each round after the first starts, and which optimizer steps it
+trains (the steps of the learning-rate schedule it sees).
 
-One class per mode, shared by ``LotteryModel.fit`` and ``LotteryTicketSearch``:
+One class per mode, shared by ``LotteryModel.fit`` and ``LotteryTicketSearch``. With
+``steps_per_round`` T, round r >= 1:
 
-============================  =====================================  ====================
-``rewind_to``                 the round starts from                  optimizer step
-============================  =====================================  ====================
-``0`` / ``"init"``            θ0, the weights at wrap time (paper)   0
-``k`` (``0 < k``)             the weights after k steps of round 0   0
-``"lr"``                      the trained weights                    0 (the LR restarts)
-``None``                      the trained weights                    continues
-============================  =====================================  ====================
+============================  =====================================  =====================
+``rewind_to``                 the round starts from                  optimizer steps
+============================  =====================================  =====================
+``0`` / ``"init"``            θ0, the weights at wrap time (paper)   0 to T
+``k`` (``0 < k``)             the weights after k steps of round 0   k to T (T - k steps)
+``"lr"``                      the trained weights                    0 to T (the LR restarts)
+``None``                      the trained weights                    rT to (r+1)T (continues)
+============================  =====================================  =====================
+
+Late rewinding trains each later round from step k to step T, its learning-rate schedule
+and step counter at k, as Frankle et al. 2020 and open_lth do; round 0 trains 0 to T.
 
 A new mode is a subclass of :class:`RewindPolicy` and an entry in :func:`policy_for`.
 
@@ -18,7 +22,7 @@ Example::
 
     policy = policy_for("lr")
     policy.rewind_step            # None: it keeps the trained weights
-    policy.optimizer_step(round_index=3, steps_per_round=1000)   # 0
+    policy.steps(round_index=3, steps_per_round=1000)   # range(0, 1000)
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ class RewindPolicy:
     rewind_step: Optional[int] = None
     value: object = None  # the ``rewind_to`` value this policy stands for
 
-    def optimizer_step(self, round_index: int, steps_per_round: int) -> int:
-        """The optimizer's step count when round ``round_index`` starts."""
-        return 0
+    def steps(self, round_index: int, steps_per_round: int) -> range:
+        """The optimizer steps round ``round_index`` trains: its step counter (and so the
+        learning-rate schedule) starts at the first and the round ends before the stop."""
+        return range(0, steps_per_round)
 
     @property
     def rewinds_weights(self) -> bool:
@@ -63,6 +68,10 @@ class RewindToIteration(RewindPolicy):
     def __init__(self, step: int):
         self.rewind_step = self.value = step
 
+    def steps(self, round_index: int, steps_per_round: int) -> range:
+        """Round 0 trains from step 0; later rounds from the rewind step, as open_lth does."""
+        return range(self.rewind_step if round_index > 0 else 0, steps_per_round)
+
 
 class LearningRateRewind(RewindPolicy):
     """Keep the trained weights, restart the learning-rate schedule (Renda et al. 2020)."""
@@ -75,8 +84,8 @@ class FineTune(RewindPolicy):
 
     value = None
 
-    def optimizer_step(self, round_index: int, steps_per_round: int) -> int:
-        return round_index * steps_per_round
+    def steps(self, round_index: int, steps_per_round: int) -> range:
+        return range(round_index * steps_per_round, (round_index + 1) * steps_per_round)
 
 
 def policy_for(rewind_to) -> RewindPolicy:

@@ -1,13 +1,16 @@
-"""A round boundary of IMP as two steps, shared by LotteryModel.fit and LotteryTicketSearch.
+"""The rounds of an IMP run, shared by LotteryModel.fit and LotteryTicketSearch.
 
-``trained_masks`` chooses the next round's masks from the trained weights;
-``start_round`` puts masks into the model and sets the weights the round starts from (a
-rewind point, or the trained weights themselves), pruned weights exactly 0. Both work on
-any engine's prepared model through ``model.engine``.
+:class:`RoundPlan` says where each round begins and ends in optimizer steps. A round
+boundary is two steps: ``trained_masks`` chooses the next round's masks from the trained
+weights; ``start_round`` puts masks into the model and sets the weights the round starts
+from (a rewind point, or the trained weights themselves), pruned weights exactly 0. Both
+work on any engine's prepared model through ``model.engine``.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Optional
 
 import numpy as np
@@ -15,7 +18,40 @@ import numpy as np
 from tf_lottery.errors import DivergedError
 from tf_lottery.masks import Masks, next_masks
 from tf_lottery.rewind import RewindPoint, masked
+from tf_lottery.rewind_policy import RewindPolicy
 from tf_lottery.settings import ImpSettings
+
+
+class RoundPlan:
+    """Where each round of an IMP run ends, counted in the run's optimizer steps
+    (``LotteryModel.imp_step``), and which steps of the optimizer's own counter (the
+    learning-rate schedule's) each round trains: the rewind policy's.
+
+    Example::
+
+        plan = RoundPlan(RewindingSchedule(rounds=2, steps_per_round=100), policy_for(30))
+        plan.steps(1)        # range(30, 100): late rewinding trains steps 30-99 again
+        plan.ends            # (100, 170, 240)
+        plan.round_at(150)   # 1
+    """
+
+    def __init__(self, schedule, policy: RewindPolicy):
+        self.schedule, self.policy = schedule, policy
+        self.ends = tuple(itertools.accumulate(
+            len(self.steps(r)) for r in range(schedule.rounds + 1)))
+
+    def steps(self, round_index: int) -> range:
+        """The optimizer steps round ``round_index`` trains (see :mod:`rewind_policy`)."""
+        return self.policy.steps(round_index, self.schedule.steps_per_round)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps to train every round, the final (sparsest) one included."""
+        return self.ends[-1]
+
+    def round_at(self, step: int) -> int:
+        """The round that trains after ``step`` steps of the run (the last never ends)."""
+        return min(bisect.bisect_right(self.ends, step), self.schedule.rounds)
 
 
 def current_masks(model) -> Masks:

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from tf_lottery.atomic import remove, replacing
@@ -92,18 +93,28 @@ class RunDirectory:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
+    CONFIG_LOCK_WAIT = 60.0  # seconds a process waits for another to record or check config
+
     @contextlib.contextmanager
     def locked(self, trial: int | None = None):
-        """Hold the directory's lock (``trial`` None) or one trial's; a second process is
-        refused at once. Processes may run different trials at once, each holding its
-        trial's lock. The kernel releases a lock when its holder dies, so a killed run never
-        blocks the next."""
+        """Hold one trial's lock, or the directory's (``trial`` None). A second process on the
+        same trial is refused at once; the directory's lock is held only while a process
+        records or checks the config, so another waits for it (up to CONFIG_LOCK_WAIT
+        seconds). Processes may run different trials at once, each holding its trial's lock.
+        The kernel releases a lock when its holder dies, so a killed run never blocks the
+        next."""
         folder = self.path if trial is None else self.trial(trial)
         folder.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + (self.CONFIG_LOCK_WAIT if trial is None else 0)
         with open(folder / "lock", "a+", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.1)
+                        continue
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
                 what = self.path if trial is None else f"trial {trial} of {self.path}"
@@ -188,9 +199,10 @@ class RunDirectory:
             for rewind_point in sorted(self.rewind_dir(trial).glob("step_*")):
                 verify(rewind_point)
 
-    def ticket(self, trial: int = 0, round_index: int | None = None):
+    def ticket(self, trial: int = 0, round_index: int | None = None, build=None):
         """The plain Keras model of a committed round's ticket: its architecture from
-        model.json, its trained weights, pruned weights exactly 0. Returns (model, round)."""
+        model.json (or, for a model without a config, which model.json cannot rebuild, from
+        ``build()``), its trained weights, pruned weights exactly 0. Returns (model, round)."""
         if not (self.path / self.CONFIG).is_file():
             raise NotARunDirectoryError(f"{self.path} is not a tf_lottery run directory (it "
                                         f"has no {self.CONFIG})")
@@ -205,7 +217,9 @@ class RunDirectory:
         verify(self.path, complete=False)
         verify(folder)
         engine = engine_named(self.config().get("engine", "tf_keras"))
-        model = engine.from_json((self.path / self.MODEL).read_text(encoding="utf-8"))
+        architecture = (self.path / self.MODEL).read_text(encoding="utf-8")
+        rebuildable = json.loads(architecture).get("config", {}) is not None
+        model = engine.from_json(architecture) if rebuildable or build is None else build()
         RewindPoint.load(folder / "ticket" / "weights", model).restore(
             model, Masks.load(folder / "ticket" / "masks.npz"))
         return model, round_index

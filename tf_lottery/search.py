@@ -10,6 +10,7 @@ committed round. One trial's trainings are :class:`tf_lottery.training.Trial`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -46,7 +47,9 @@ class LotteryTicketSearch:
     Args:
       model: a function ``build(seed) -> model`` (each trial builds its own), or a built
         Keras model (trial 0 starts from its weights, later trials from fresh draws);
-        Keras 3 or tf_keras.
+        Keras 3 or tf_keras. A subclassed model without ``get_config`` cannot be drawn
+        again: give the function (``lambda seed: Net()``), which the random-reinit control
+        calls for its fresh draws.
       schedule: the RewindingSchedule: rounds, iterations per round, prune rates.
       run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
       controls: any of :data:`tf_lottery.controls.CONTROLS` ("random_reinit",
@@ -62,9 +65,12 @@ class LotteryTicketSearch:
       monitor, mode: the evaluated metric whose best value ("min" or "max") is the
         early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
       steps_per_execution: training steps per compiled call; "auto" runs from one
-        evaluation (or round end, or rewind capture) to the next in one call. On training
-        arrays under XLA (TensorFlow backend) a call is one XLA program of all its steps
-        (``tf_lottery.fused``); elsewhere Keras's loop of compiled steps.
+        evaluation (or round end, or rewind capture) to the next in one call, but one step
+        per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
+        run more there). On training arrays under XLA (TensorFlow backend) a call is one XLA
+        program of all its steps (``tf_lottery.fused``); elsewhere Keras's loop of compiled
+        steps. Under gradient accumulation a step is ``gradient_accumulation_steps``
+        batches.
       tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.tensorboard).
       jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
         falls back, with a message, where the model does not compile under XLA; True
@@ -116,7 +122,8 @@ class LotteryTicketSearch:
                                f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
         self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
         self.tensorboard = one_of(tensorboard, "tensorboard", (True, False))
-        self.steps_per_execution = self._execution_steps(steps_per_execution)
+        self._execution_asked = self._execution_steps(steps_per_execution)
+        self.steps_per_execution = None  # resolved for the model's engine by run()
         self.jit_compile = one_of(jit_compile, "jit_compile", ("auto", True, False))
         self.loss = loss
         self.metrics = ["accuracy"] if metrics is None else list(names_or_objects(metrics))
@@ -161,6 +168,8 @@ class LotteryTicketSearch:
                       "test": EvaluationInput(test, "test", data_identity)}
         with self.strategy.scope():
             template = self._model_for_trial(0)  # the config records trial 0's architecture
+            self._check_copies(template)
+            self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
             original = template if trials[0] == 0 else self._model_for_trial(trials[0])
             first = self._prepared(original)
         self._check_on_a_batch(first, evaluation["val"])
@@ -171,16 +180,16 @@ class LotteryTicketSearch:
         summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                     {**config["schedule"], **config["settings"]}) \
             if self.tensorboard else None
-        progress = Progress(self._steps_to_run(trials), self.trials, self.schedule.rounds,
-                            self.monitor, self.verbose)
         setup = TrialSetup(schedule=self.schedule, settings=self.settings,
                            controls=self.controls, eval_every=self.eval_every,
                            steps_per_execution=self.steps_per_execution,
                            jit_compile=self.jit_compile,
                            verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
                            monitor=self.monitor, mode=self.mode,
-                           callbacks=tuple(callbacks), summaries=summaries,
-                           progress=progress)
+                           callbacks=tuple(callbacks), summaries=summaries)
+        setup = dataclasses.replace(setup, progress=Progress(
+            self._steps_to_run(setup, trials), self.trials, self.schedule.rounds,
+            self.monitor, self.verbose))
         try:
             for index in trials:
                 with self.run_dir.locked(index):
@@ -210,10 +219,32 @@ class LotteryTicketSearch:
             return model
         if trial == 0:
             return self._model
-        engine = engine_for(self._model)
+        engine = engine_for(self._model)  # a copy of the given model, freshly drawn
         clone = engine.clone(self._model)
         RewindPoint.fresh_draw(self._model, self.seed + trial).restore(clone, Masks({}))
         return clone
+
+    def _check_copies(self, model) -> None:
+        """Refuse a built model that cannot be drawn again where the search needs fresh
+        draws of it (later trials, the random-reinit control)."""
+        needs = [what for what, needed in (("trials > 1", self.trials > 1),
+                                           ("the random_reinit control",
+                                            "random_reinit" in self.controls)) if needed]
+        if self._build is None and needs and not engine_for(model).can_copy(model):
+            raise SettingTypeError(
+                f"{type(model).__name__} cannot be copied (a subclassed model without "
+                f"get_config), so the search cannot draw it again for {' and '.join(needs)}: "
+                f"pass the function that builds it instead, e.g. model=lambda seed: "
+                f"{type(model).__name__}(), built on a batch")
+
+    def fresh_draw(self, original, seed: int) -> RewindPoint:
+        """New initial weights for a trial's model: every initializer of ``original`` drawn
+        again from ``seed``, or, for a model that cannot be copied, the model function
+        called with ``seed``."""
+        if self._build is not None and not engine_for(original).can_copy(original):
+            with canonical_names():
+                return RewindPoint.capture(self._build(seed), step=0)
+        return RewindPoint.fresh_draw(original, seed)
 
     def _prepared(self, model):
         """The compiled LotteryModel of one trial's model (refusals come from here)."""
@@ -231,31 +262,52 @@ class LotteryTicketSearch:
                 f"the optimizer {type(optimizer).__name__} belongs to another Keras than the "
                 f"{engine.name} model; use an optimizer of {engine.keras.__name__}.optimizers")
         loss = self.loss or engine.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = _copy(optimizer)
+        batches_per_step = engine.accumulation(optimizer)[0]  # gradient accumulation
         try:
-            compile_model(lottery, optimizer=_copy(optimizer), loss=_copy(loss),
+            compile_model(lottery, optimizer=optimizer, loss=_copy(loss),
                           metrics=[_copy(metric) for metric in self.metrics],
-                          steps_per_execution=self.steps_per_execution,
+                          steps_per_execution=self.steps_per_execution * batches_per_step,
                           jit_compile=self._use_xla)
         except (ValueError, TypeError) as error:
             raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
                                f"metrics={self.metrics!r}: {error}") from error
         return lottery
 
-    def _execution_steps(self, steps) -> int:
-        """Steps per compiled call: every place the search acts (an evaluation, a round end,
-        the rewind capture) must end a call, so "auto" is their greatest common divisor."""
-        boundaries = [self.eval_every, self.schedule.steps_per_round]
-        if self.settings.policy.rewind_step:
-            boundaries.append(self.settings.policy.rewind_step)
+    def _execution_steps(self, steps):
+        """Steps per compiled call, checked: every place the search acts (an evaluation, a
+        round end, the rewind capture) must end a call; "auto" as it is."""
         if steps == "auto":
-            return math.gcd(*boundaries)
+            return steps
         steps = whole_number(steps, "steps_per_execution")
+        boundaries = self._boundaries()
         if any(boundary % steps for boundary in boundaries):
             raise SettingError(
                 f"steps_per_execution={steps} must divide eval_every={self.eval_every}, "
                 f"steps_per_round={self.schedule.steps_per_round} and the rewind step: the "
                 "search evaluates, ends rounds and captures the rewind point between calls")
         return steps
+
+    def _boundaries(self) -> list:
+        boundaries = [self.eval_every, self.schedule.steps_per_round]
+        if self.settings.policy.rewind_step:
+            boundaries.append(self.settings.policy.rewind_step)
+        return boundaries
+
+    def _resolved_execution_steps(self, engine) -> int:
+        """"auto": the boundaries' greatest common divisor, but 1 for a Keras 3 model under
+        a strategy of several replicas, whose fit fails with more steps per call ("You must
+        feed a value for placeholder", plain Keras 3 too); a number there is refused."""
+        replicated = engine.name == "keras3" and self.strategy.num_replicas_in_sync > 1
+        if self._execution_asked == "auto":
+            return 1 if replicated else math.gcd(*self._boundaries())
+        if replicated and self._execution_asked > 1:
+            raise SettingError(
+                f"steps_per_execution={self._execution_asked} does not run under a strategy of "
+                f"{self.strategy.num_replicas_in_sync} replicas on Keras 3 (its fit fails with "
+                "'You must feed a value for placeholder', in plain Keras too); use 1 or "
+                "\"auto\"")
+        return self._execution_asked
 
     def _check_on_a_batch(self, lottery, validation) -> None:
         """Evaluate the first model on one validation batch: the data fits the model, the
@@ -319,7 +371,9 @@ class LotteryTicketSearch:
             if built is None:
                 original = self._model_for_trial(trial)
                 built = (original, self._prepared(original))
-            run = Trial(setup, trial, built[1], built[0], train, evaluation)
+            original, model = built
+            run = Trial(setup, trial, model, lambda seed: self.fresh_draw(original, seed),
+                        train, evaluation)
         masks, start = run.resume_state(done)
         for round_index in range(done, self.schedule.rounds + 1):
             with self.run_dir.staging(trial, round_index) as stage:
@@ -355,12 +409,11 @@ class LotteryTicketSearch:
                       f"{metric} at early stop {ticket.metric(metric):.4f} (iteration "
                       f"{ticket.early_stop_iteration}){controls}; about {progress.left()} left")
 
-    def _steps_to_run(self, trials) -> int:
+    def _steps_to_run(self, setup, trials) -> int:
         """The training steps this run has ahead (the trainings not committed yet)."""
-        trainings = sum(1 + (len(self.controls) if r > 0 else 0) for trial in trials
-                        for r in range(self.run_dir.completed_rounds(trial),
-                                       self.schedule.rounds + 1))
-        return trainings * self.schedule.steps_per_round
+        return sum(len(setup.steps(variant, r)) for trial in trials
+                   for r in range(self.run_dir.completed_rounds(trial), self.schedule.rounds + 1)
+                   for variant in ("ticket", *(self.controls if r > 0 else ())))
 
 
 def names_or_objects(metrics):

@@ -35,7 +35,13 @@ from tf_lottery.rewind import (
     rewind_point_dir,
     save_rewind_point,
 )
-from tf_lottery.rounds import current_masks, masked_weights, start_round, trained_masks
+from tf_lottery.rounds import (
+    RoundPlan,
+    current_masks,
+    masked_weights,
+    start_round,
+    trained_masks,
+)
 from tf_lottery.rundir import read_json, write_json
 
 
@@ -60,6 +66,18 @@ class TrialSetup:
 
     def better(self, value: float, best: float) -> bool:
         return value < best if self.mode == "min" else value > best
+
+    @property
+    def plan(self) -> RoundPlan:
+        return RoundPlan(self.schedule, self.settings.policy)
+
+    def steps(self, variant: str, round_index: int) -> range:
+        """The optimizer steps one training trains: the ticket's are the rewind policy's; a
+        control trains the ticket's where rounds rewind (the same budget and schedule
+        position, as open_lth's controls do), else a whole round from step 0."""
+        if variant == "ticket" or self.settings.policy.rewinds_weights:
+            return self.plan.steps(round_index)
+        return range(0, self.schedule.steps_per_round)
 
     def round_seed(self, trial: int, round_index: int, variant: str) -> int:
         """The seed of one training: shuffling, dropout and the controls' draws."""
@@ -138,15 +156,18 @@ class Evaluator:
 
 
 class RoundTracker(Callback):
-    """Evaluates every ``eval_every`` steps, remembers the best ``monitor`` value, stops the
-    fit after ``steps`` steps or at a non-finite loss; captures a rewind point if asked."""
+    """Evaluates every ``eval_every`` iterations, remembers the best ``monitor`` value, stops
+    the fit after the training's ``steps`` or at a non-finite loss; captures a rewind point if
+    asked. Iterations are the optimizer's: ``steps`` (a range) starts where its counter
+    does, and ``batches_per_step`` batches make one step (gradient accumulation)."""
 
-    def __init__(self, setup: TrialSetup, evaluator: Evaluator, steps: int, capture=None,
-                 listeners=()):
+    def __init__(self, setup: TrialSetup, evaluator: Evaluator, steps: range, capture=None,
+                 listeners=(), batches_per_step: int = 1):
         super().__init__()
         self.setup, self.evaluator, self.steps = setup, evaluator, steps
-        self.capture = capture  # (step, callback(model)) or None
+        self.capture = capture  # (iteration, callback(model)) or None
         self.listeners = listeners  # called with the state after every evaluation
+        self.batches_per_step = batches_per_step
         self.state = TrainingState()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -154,27 +175,28 @@ class RoundTracker(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Called once per compiled call of ``steps_per_execution`` steps: ``batch`` is the
-        index (in the epoch) of the call's last step."""
+        index (in the epoch) of the call's last batch."""
         raise_if_interrupted()
         state, setup = self.state, self.setup
-        state.step = self._epoch_start + batch + 1
-        if self.capture and state.step == self.capture[0]:
+        state.step = self._epoch_start + (batch + 1) // self.batches_per_step
+        iteration = self.steps.start + state.step
+        if self.capture and iteration == self.capture[0]:
             self.capture[1](self.model)
-        if state.step % setup.eval_every == 0 or state.step == self.steps:
+        if iteration % setup.eval_every == 0 or state.step == len(self.steps):
             metrics = self.evaluator(self.model)
             train_loss = float(logs["loss"]) if logs and "loss" in logs else 0.0
             if not (math.isfinite(metrics["val_loss"]) and math.isfinite(train_loss)):
-                state.diverged_at = state.step
+                state.diverged_at = iteration
                 self.model.stop_training = True
                 return
-            state.last = dict(metrics, iteration=state.step)
+            state.last = dict(metrics, iteration=iteration)
             state.curve.append(dict(state.last, train_loss=train_loss))
             if state.best is None or setup.better(metrics[setup.monitor],
                                                   state.best[setup.monitor]):
                 state.best = state.last
             for listener in self.listeners:
                 listener(state)
-        if state.step >= self.steps:
+        if state.step >= len(self.steps):
             self.model.stop_training = True
 
 
@@ -245,14 +267,17 @@ class Training(NamedTuple):
 class Trial:
     """One trial: its prepared model, optimizer reset, evaluator and rewind checkpoints.
 
-    ``model`` is the LotteryModel of the trial (compiled), ``original`` the plain model
-    whose initializers the random-reinit control draws again.
+    ``model`` is the LotteryModel of the trial (compiled), ``fresh_draw(seed)`` gives its
+    model's weights drawn again (a RewindPoint: the random-reinit control's start).
     """
 
-    def __init__(self, setup: TrialSetup, trial: int, model, original, train, eval_sets):
-        self.setup, self.trial, self.model, self.original = setup, trial, model, original
+    def __init__(self, setup: TrialSetup, trial: int, model, fresh_draw, train, eval_sets):
+        self.setup, self.trial, self.model = setup, trial, model
+        self.fresh_draw = fresh_draw
         self.train_data = train  # a TrainingInput
-        self.fused = FusedSteps(train, setup.steps_per_execution)
+        # batches per optimizer step (gradient accumulation): calls and epochs hold whole steps
+        self.batches_per_step = model.engine.accumulation(model.optimizer)[0]
+        self.fused = FusedSteps(train, setup.steps_per_execution * self.batches_per_step)
         self.reset = OptimizerReset(model.optimizer, model.trainable_variables)
         # in a strategy's scope (the search makes trials there) Keras's evaluate runs the
         # replicas; a graph of test_step would not
@@ -264,10 +289,6 @@ class Trial:
             save_rewind_point(model, self.rewind_dir, 0)
         self.theta0 = load_rewind_point(self.rewind_dir, 0, model)  # as on disk, verified
         self._rewind_point = None
-
-    def fresh_draw(self, seed: int) -> RewindPoint:
-        """Initial weights with every initializer drawn again from ``seed``."""
-        return RewindPoint.fresh_draw(self.original, seed)
 
     def rewind_point(self) -> RewindPoint:
         """Where rounds start under a rewinding policy (θ0, or the weights after k steps),
@@ -302,7 +323,7 @@ class Trial:
         trainings = [self.train("ticket", round_index, masks, start, capture)]
         (stage / "ticket").mkdir()
         masks.save(stage / "ticket" / "masks.npz")
-        trained = RewindPoint.capture(self.model, (round_index + 1) * schedule.steps_per_round)
+        trained = RewindPoint.capture(self.model, setup.plan.ends[round_index])
         trained.save(stage / "ticket" / "weights")
         next_masks = None
         if round_index < schedule.rounds:
@@ -348,35 +369,35 @@ class Trial:
         seed = setup.round_seed(self.trial, round_index, variant)
         model.engine.set_random_seed(seed)  # shuffling and dropout: resumable, bit for bit
         start_round(model, masks, start)
-        steps = setup.schedule.steps_per_round
-        policy = setup.settings.policy
-        self.reset.reset(step=policy.optimizer_step(round_index, steps)
-                         if variant == "ticket" else 0)
-        every = setup.steps_per_execution  # epochs are whole calls, so calls restart in step
-        per_epoch = every * max(1, min(steps, self.train_data.batches_per_epoch() or steps)
-                                // every)
+        steps = setup.steps(variant, round_index)
+        self.reset.reset(step=steps.start)
+        every, per_step = setup.steps_per_execution, self.batches_per_step
+        # epochs are whole calls, so calls restart in step; about one pass over the data
+        passes = (self.train_data.batches_per_epoch() or 0) // per_step or len(steps)
+        per_epoch = every * max(1, min(len(steps), passes) // every)
         curve = setup.summaries.curve(self.trial, variant, round_index) \
             if setup.summaries else None
         listeners = [lambda state: curve.evaluation(state.curve[-1])] if curve else []
         if setup.progress:
             setup.progress.training(self.trial, round_index, variant, masks.fraction_kept(),
-                                    steps)
+                                    len(steps))
             listeners.append(setup.progress.evaluated)
-        tracker = RoundTracker(setup, self.evaluator, steps, capture, listeners)
+        tracker = RoundTracker(setup, self.evaluator, steps, capture, listeners, per_step)
         backup = EpochBackup(self._backup_folder(round_index, variant),
                              {"round": round_index, "variant": variant, "seed": seed},
                              tracker, self.reset.variables)
         first_epoch = backup.restore(model, masks)
         start_step = tracker.state.step
-        finished = start_step >= steps or tracker.state.diverged_at is not None
+        finished = start_step >= len(steps) or tracker.state.diverged_at is not None
         if first_epoch and setup.progress:
             setup.progress.line(f"trial {self.trial}, round {round_index} ({variant}): "
                                 + ("finished before the interruption, restored" if finished
                                    else f"resuming at epoch {first_epoch}, iteration "
-                                        f"{start_step}"))
+                                        f"{steps.start + start_step}"))
         if not finished:
-            skip = first_epoch * per_epoch  # the batches the resumed epochs already took
-            fit = dict(steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
+            skip = first_epoch * per_epoch * per_step  # the batches resumed epochs took
+            fit = dict(steps_per_epoch=per_epoch * per_step,
+                       epochs=math.ceil(len(steps) / per_epoch),
                        shuffle=False, initial_epoch=first_epoch,
                        callbacks=[tracker, backup, *setup.callbacks],
                        verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch

@@ -17,7 +17,12 @@ from typing import Optional
 
 from tf_lottery.callbacks import Callback, RoundCallback
 from tf_lottery.checks import did_you_mean
-from tf_lottery.controller import RoundController, counted_steps, steps_per_epoch
+from tf_lottery.controller import (
+    CustomTraining,
+    RoundController,
+    counted_steps,
+    steps_per_epoch,
+)
 from tf_lottery.engines import engine_for, keras_family
 from tf_lottery.errors import SettingError, SettingTypeError
 from tf_lottery.masks import Masks
@@ -50,7 +55,7 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *,
         schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=1000, prune_rate=0.2)
         pruned = tfl.prune_with_rewinding(model, schedule, rewind_to="lr")
         pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        pruned.fit(train, epochs=schedule.total_steps // steps_per_epoch)
+        pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch)
         ticket = tfl.strip_pruning(pruned)
     """
     settings = ImpSettings.build(**settings)
@@ -133,19 +138,21 @@ def strip_pruning(model):
 
 
 class LotteryModel:
-    """A Keras model whose ``fit`` runs IMP rounds: made by :func:`prune_with_rewinding`.
+    """A Keras model whose training runs IMP rounds: made by :func:`prune_with_rewinding`.
 
-    Compile and fit it as any model of its Keras (tf_keras or Keras 3). ``rounds`` lists a
+    Compile and fit it as any model of its Keras (tf_keras or Keras 3); ``train_on_batch``
+    and a loop of your own (:meth:`custom_training`) run rounds too. ``rounds`` lists a
     :class:`~tf_lottery.RoundSummary` per finished round, ``masks`` the masks in force,
-    ``imp_step`` the optimizer steps taken, ``checkpoint_dir`` where θ0 lives. Saved models
-    load back, schedule, masks, round history and position included, with
-    :func:`tf_lottery.load_model`.
+    ``imp_step`` the optimizer steps taken and ``total_steps`` those of all rounds,
+    ``checkpoint_dir`` where θ0 lives. Saved models load back, schedule, masks, round
+    history and position included, with :func:`tf_lottery.load_model`.
 
     This is the engine-neutral part; each engine subclasses it with its Keras's Model.
     """
 
     engine = None        # the Engine of the concrete class
     _lottery = None      # the RoundController, once attached
+    stripped = False     # strip_pruning detached the weights: no more training
 
     def attach(self, controller: RoundController) -> None:
         self._lottery = controller
@@ -183,17 +190,27 @@ class LotteryModel:
         """Optimizer steps taken so far in the IMP run."""
         return counted_steps(self)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of all rounds: ``schedule.total_steps``, less under late
+        rewinding, whose rounds after the first train from step k to ``steps_per_round``."""
+        return self.controller.plan.total_steps
+
     def masked_weights(self) -> dict:
         """Path -> value of every masked weight (pruned entries exactly 0)."""
         return masked_weights(self, self.masks)
 
-    def compile(self, optimizer="rmsprop", *args, **kwargs):
-        """Keras's ``compile``; an optimizer of the other Keras is refused with the fix."""
+    def check_optimizer(self, optimizer) -> None:
+        """Refuse an optimizer of the other Keras, with the fix."""
         if keras_family(optimizer) not in (None, self.engine.name):
             raise SettingTypeError(
                 f"the optimizer {type(optimizer).__name__} belongs to another Keras than this "
                 f"{self.engine.name} model; use an optimizer of "
                 f"{self.engine.keras.__name__}.optimizers")
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """Keras's ``compile``; an optimizer of the other Keras is refused with the fix."""
+        self.check_optimizer(optimizer)
         super().compile(optimizer, *args, **kwargs)
 
     def compile_from_config(self, config):
@@ -220,11 +237,59 @@ class LotteryModel:
             controller.round_callbacks = [cb for cb in callbacks
                                           if isinstance(cb, RoundCallback)]
             callbacks.append(controller)
-            if controller.needs_batch_hooks(self.imp_step,
-                                            steps_per_epoch(x, batch_size, kwargs)):
+            if self.optimizer is not None and controller.needs_batch_hooks(
+                    self, steps_per_epoch(x, batch_size, kwargs)):
                 callbacks.append(controller.batch_hooks())
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                           callbacks=callbacks, **kwargs)
+        with self._counting():
+            return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                               callbacks=callbacks, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        """Keras's ``train_on_batch``: one step, and the round end if it falls there."""
+        with self._counting():
+            logs = super().train_on_batch(*args, **kwargs)
+        if self._lottery is not None:
+            controller = self._lottery
+            if controller.model is not self or controller.optimizer is not self.optimizer:
+                controller.begin(self, self.optimizer)
+            controller.advance(counted_steps(self), logs if isinstance(logs, dict) else None)
+        return logs
+
+    def custom_training(self, optimizer=None) -> CustomTraining:
+        """IMP rounds for a training loop of your own: a context in which ``optimizer``
+        (default: the compiled one) may train this model, whose ``step()`` the loop calls
+        after every update (see :class:`~tf_lottery.controller.CustomTraining`).
+
+        Example::
+
+            with pruned.custom_training(optimizer) as rounds:
+                for x, y in dataset.repeat():
+                    with tf.GradientTape() as tape:
+                        loss = loss_fn(y, pruned(x, training=True))
+                    optimizer.apply(tape.gradient(loss, pruned.trainable_variables),
+                                    pruned.trainable_variables)
+                    if rounds.step():   # the last round's last step
+                        break
+        """
+        optimizer = optimizer or getattr(self, "optimizer", None)
+        if optimizer is None:
+            raise SettingError("custom_training needs the optimizer your loop updates the "
+                               "model with: custom_training(optimizer)")
+        self.check_optimizer(optimizer)
+        self._check_trainable()
+        return CustomTraining(self, optimizer, self.controller)
+
+    def _counting(self):
+        """The context in which this model's training is counted (refused once stripped)."""
+        self._check_trainable()
+        return self.engine.training_guard(self).counting()
+
+    def _check_trainable(self) -> None:
+        if self.stripped:
+            raise SettingError(
+                f"{self.name!r} was stripped (tfl.strip_pruning gave you its network, which "
+                "could not be copied) and trains no more under IMP; train the stripped "
+                "model itself, or wrap it again with prune_with_rewinding")
 
     def lottery_config(self) -> dict:
         """What a saved LotteryModel needs besides its layers: the controller, if any."""

@@ -1,14 +1,17 @@
 """Run IMP under a tf.distribute strategy; print what every replica holds, as JSON.
 
-    python distributed_imp.py mirrored CHECKPOINT_DIR        two logical CPU devices
-    python distributed_imp.py multi_worker CHECKPOINT_DIR    one worker of TF_CONFIG
-    python distributed_imp.py search RUN_DIR                 LotteryTicketSearch, mirrored
+    python distributed_imp.py mirrored CHECKPOINT_DIR [KERAS]      two logical CPU devices
+    python distributed_imp.py multi_worker CHECKPOINT_DIR [KERAS]  one worker of TF_CONFIG
+    python distributed_imp.py search RUN_DIR [KERAS]               LotteryTicketSearch, mirrored
+
+KERAS is tf_keras (the default) or keras3.
 """
 
 import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -16,16 +19,20 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 mode, directory = sys.argv[1], sys.argv[2]
+which = sys.argv[3] if len(sys.argv) > 3 else "tf_keras"
 if mode != "multi_worker":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import tf_keras as keras  # noqa: E402
+if which == "keras3":
+    import keras  # noqa: E402
+else:
+    import tf_keras as keras  # noqa: E402
 
 import tf_lottery as tfl  # noqa: E402
 from tf_lottery.engines import engine_named  # noqa: E402
 
-ENGINE = engine_named("tf_keras")
+ENGINE = engine_named(which)
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy() if mode == "multi_worker" else \
     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -45,14 +52,31 @@ def digest(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
+def replicas(variable):
+    """The values every replica holds of a (Keras 3 or tf_keras) variable."""
+    held = variable if hasattr(variable, "values") else variable.value  # Keras 3 wraps it
+    return [v.numpy() for v in held.values]
+
+
 if mode == "search":
     schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=8, prune_rate=0.5)
     result = tfl.LotteryTicketSearch(build, schedule, directory, controls=("random_pruning",),
                                      eval_every=4, batch_size=30, verbose=0,
                                      strategy=strategy).run((x, y), (x[:60], y[:60]),
                                                             (x[:60], y[:60]))
+    config = json.loads((Path(directory) / "config.json").read_text())
+    refused, refusal = Path(directory + "_spe4"), None
+    if which == "keras3":  # Keras 3 cannot run several steps per call under a strategy
+        try:
+            tfl.LotteryTicketSearch(build, schedule, refused, steps_per_execution=4,
+                                    strategy=strategy).run((x, y), (x, y), (x, y))
+        except tfl.SettingError as error:
+            refusal = str(error)
     print(json.dumps({"replicas": strategy.num_replicas_in_sync,
-                      "weights_remaining": [r.weights_remaining for r in result.records]}))
+                      "weights_remaining": [r.weights_remaining for r in result.records],
+                      "steps_per_execution": config["steps_per_execution"],
+                      "engine": config["engine"], "refusal": refusal,
+                      "refusal_wrote": refused.exists()}))
     sys.exit(0)
 
 schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
@@ -69,21 +93,21 @@ class Probe(keras.callbacks.Callback):
     """Right after each round end: every replica's masks and weights."""
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = tfl.wrap.counted_steps(pruned)
+        step = pruned.imp_step
         if step not in (4, 8) or str(step) in report["rounds"]:
             return
-        masks = {p: [v.numpy() != 0 for v in w.mask.values]
+        masks = {p: [m != 0 for m in replicas(w.mask)]
                  for p, w in ENGINE.pruned_weights(pruned).items()}
         entry = {}
         for path, variable in ENGINE.model_weights(pruned).items():
-            replicas = [v.numpy() for v in variable.values]
-            keep = masks[path][0] if path in masks else np.ones_like(replicas[0], bool)
+            values = replicas(variable)
+            keep = masks[path][0] if path in masks else np.ones_like(values[0], bool)
             entry[path] = {
-                "replica_weights": [digest(r) for r in replicas],
+                "replica_weights": [digest(r) for r in values],
                 "replica_masks": [digest(m) for m in masks.get(path, [])],
                 "rewound_exactly": all(np.array_equal(r[keep], theta0[path][keep])
-                                       for r in replicas),
-                "pruned_are_zero": all(np.all(r[~keep] == 0) for r in replicas),
+                                       for r in values),
+                "pruned_are_zero": all(np.all(r[~keep] == 0) for r in values),
                 "kept": float(keep.mean()),
             }
         report["rounds"][str(step)] = entry

@@ -17,12 +17,15 @@ What an engine provides:
   ``is_supported``;
 - masking: ``prepare`` (a :class:`~tf_lottery.wrap.LotteryModel` that trains ``model``'s
   own weights under masks, all ones at first), ``pruned_weights`` (path ->
-  :class:`PrunedWeight`: the weight and its 0/1 mask variable), ``strip`` (a plain model
-  with its own copy of the weights, masks applied);
+  :class:`PrunedWeight`: the weight and its 0/1 mask variable), ``training_guard`` (the
+  :class:`TrainingGuard` its masking checks), ``strip`` (a plain model with its own copy
+  of the weights, masks applied), ``plain`` (the model an export converts);
 - training: ``step_counter`` (optimizer steps, once per step whatever the topology),
   ``fit_callbacks`` (what every fit of a prepared model needs), ``optimizer_variables``
-  (every slot and the step counter, created if needed), ``steps_per_execution``,
-  ``set_random_seed``;
+  (every slot and the step counter, created if needed), ``optimizer_step`` /
+  ``set_optimizer_step`` (the optimizer's own step count, the learning-rate schedule's),
+  ``accumulation`` (batches per optimizer step), ``moving_averages`` (EMA slots),
+  ``steps_per_execution``, ``set_random_seed``;
 - architecture: ``to_json`` / ``from_json`` and ``clone`` / ``reseeded_clone`` (a copy
   with every initializer drawn again: the random-reinit control).
 
@@ -33,11 +36,14 @@ Weights and masks are read with ``variable.numpy()`` and written with
 from __future__ import annotations
 
 import abc
+import contextlib
 import itertools
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
+
+from tf_lottery.errors import SettingError
 
 
 class PrunedWeight(NamedTuple):
@@ -46,6 +52,40 @@ class PrunedWeight(NamedTuple):
     layer_name: str  # the owning layer's own name, as RewindingSchedule.layer_rates uses it
     weight: object   # the layer's weight variable (the float32 master under mixed precision)
     mask: object     # the 0/1 mask variable of the weight's shape
+
+
+class TrainingGuard:
+    """Refuses to train a prepared model where no one counts its steps.
+
+    IMP ends rounds at optimizer steps that ``fit``, ``train_on_batch`` and
+    ``custom_training()`` count (``counting()``); an optimizer update anywhere else (a
+    ``GradientTape`` loop, a ``fit`` of the wrapped network itself) would train under the
+    masks and never end a round. Each engine calls :meth:`check` where its masking meets
+    training (Keras 3: the mask constraint, applied after every optimizer update; tf_keras:
+    the wrapper's training call), so such training is refused at its first step.
+    """
+
+    def __init__(self, name: str = "the LotteryModel"):
+        self.name, self._depth = name, 0
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Training inside this block is counted (nested blocks are fine)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    def check(self) -> None:
+        if not self._depth:
+            raise SettingError(
+                f"{self.name}'s masked weights are being trained outside fit, train_on_batch "
+                "and custom_training(): no one counts these steps, so IMP would never end a "
+                "round or prune. In a training loop of your own, write `with "
+                "pruned.custom_training(optimizer) as rounds:` around it and call "
+                "`rounds.step()` after every optimizer update; to train without IMP, strip "
+                "the masks first (tfl.strip_pruning).")
 
 
 class Engine(abc.ABC):
@@ -118,8 +158,21 @@ class Engine(abc.ABC):
         """Path -> :class:`PrunedWeight` for every masked weight of a prepared model."""
 
     @abc.abstractmethod
+    def training_guard(self, model) -> TrainingGuard:
+        """The guard a prepared model's masking checks when it trains."""
+
+    @abc.abstractmethod
     def strip(self, model):
         """A plain model of this Keras with its own weights, pruned ones exactly 0."""
+
+    def plain(self, model):
+        """The plain model an export converts: the user's layers without tf_lottery's
+        masking, pruned weights exactly 0 (it may share weights with ``model``)."""
+        return self.strip(model)
+
+    def can_copy(self, model) -> bool:
+        """Whether :meth:`clone` and :meth:`reseeded_clone` can copy ``model``."""
+        return True
 
     # --- training ---------------------------------------------------------------------
 
@@ -128,8 +181,29 @@ class Engine(abc.ABC):
         """The variable counting the optimizer steps a prepared model has taken."""
 
     @abc.abstractmethod
+    def count_step(self, model):
+        """Advance the step counter of ``model`` by one optimizer step."""
+
+    @abc.abstractmethod
     def optimizer_variables(self, optimizer, trainable_variables) -> list:
         """All of ``optimizer``'s variables (slots and step counter), created if needed."""
+
+    def optimizer_step(self, optimizer) -> int:
+        """The steps ``optimizer`` has taken (what its learning-rate schedule reads)."""
+        return int(optimizer.iterations.numpy())
+
+    def set_optimizer_step(self, optimizer, step: int) -> None:
+        optimizer.iterations.assign(step)
+
+    def accumulation(self, optimizer) -> tuple:
+        """``(k, pending)``: batches per optimizer step (gradient accumulation), and the
+        batches accumulated towards the next step; ``(1, 0)`` without accumulation."""
+        return 1, 0
+
+    @abc.abstractmethod
+    def moving_averages(self, optimizer, variables) -> list:
+        """``(variable, average)`` of each of ``variables`` whose moving average the
+        optimizer keeps (``use_ema=True``); empty without EMA."""
 
     @abc.abstractmethod
     def steps_per_execution(self, model) -> int:

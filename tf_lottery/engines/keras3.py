@@ -8,16 +8,25 @@ pruned weight and an optimizer-step counter; each pruned weight's constraint mul
 it by its mask after the user's own constraint, so pruned weights are exactly 0 in every
 step's forward pass.
 
+The network trains itself: compiling the LotteryModel compiles the network with the same
+settings, and every training, evaluation and prediction step is the network's own
+(``train_step``, ``compute_loss``, its metrics and ``add_loss`` terms, overrides
+included). The LotteryModel adds only the step count: the optimizer's updates, once per
+step (gradient accumulation and a loss-scale optimizer's skipped steps included).
+
 On the JAX backend a compiled step sees variables only through its state: the model's
-``train_step`` binds the masks' values from that state for the constraints to read, and
-advances the step counter in it. Callbacks read and assign variables through
-``callback.model``, which brings the state back into the variables first (Keras 3).
+``train_step`` hands the network its part of the state, binds the masks' values from it
+for the constraints to read, and advances the step counter in it. Callbacks read and
+assign variables through ``callback.model``, which brings the state back into the
+variables first (Keras 3).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
+import json
 from pathlib import Path
 
 import keras
@@ -25,12 +34,15 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tf_lottery.engines.base import Engine, PrunedWeight
+from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard
 from tf_lottery.errors import SettingError, SettingTypeError
 from tf_lottery.rewind import masked
 from tf_lottery.wrap import LotteryModel
 
 BACKENDS = ("tensorflow", "jax")
+JAX = keras.backend.backend() == "jax"
+_COMPILE = inspect.signature(keras.Model.compile)
+_EXECUTION = ("run_eagerly", "steps_per_execution", "jit_compile")  # the LotteryModel's own
 
 # Layer class -> the weights (by short name) pruned by default; all others stay dense.
 _PRUNABLE = (
@@ -47,10 +59,11 @@ _PRUNABLE = (
 
 class MaskSource:
     """Where a model's constraints read its masks: the mask variables, or, while a JAX step
-    is traced, the masks' values in that step's state."""
+    is traced, the masks' values in that step's state. It holds the model's guard."""
 
-    def __init__(self):
+    def __init__(self, guard: TrainingGuard):
         self.bound = None  # id(mask variable) -> traced value
+        self.guard = guard
 
     def value(self, mask):
         if self.bound is not None and id(mask) in self.bound:
@@ -65,9 +78,22 @@ class MaskConstraint(keras.constraints.Constraint):
         self.mask, self.source, self.inner = mask, source, inner
 
     def __call__(self, weight):
+        self.source.guard.check()
         if self.inner is not None:
             weight = self.inner(weight)
         return weight * ops.cast(self.source.value(self.mask), weight.dtype)
+
+
+def _iteration_counter(optimizer):
+    """The variable counting an optimizer's batches, and the batches per update: a
+    loss-scale optimizer steps its inner one, gradient accumulation updates every k."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner._iterations, inner.gradient_accumulation_steps or 1
+
+
+def _updates(optimizer, batches):
+    """The optimizer updates ``batches`` (a value of its counter) stand for."""
+    return batches // _iteration_counter(optimizer)[1]
 
 
 @keras.saving.register_keras_serializable(package="tf_lottery")
@@ -79,12 +105,15 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
         super().__init__(name=name or network.name, **kwargs)
         self.network = network
         self.pruned = list(pruned)
+        self.stripped = False  # strip_pruning detached the network (one it cannot copy)
         weights = ENGINE.model_weights(network)
         self.mask_variables = [
             keras.Variable(np.ones(weights[path].shape, dtype=weights[path].dtype),
                            trainable=False, name="mask") for path in self.pruned]
-        self.step_variable = keras.Variable(0, dtype="int32", trainable=False, name="imp_step")
-        self._mask_source = MaskSource()
+        self.step_variable = keras.Variable(0, dtype="int32", trainable=False, name="imp_step",
+                                            aggregation="only_first_replica")
+        self._guard = TrainingGuard(f"model {self.name!r}")
+        self._mask_source = MaskSource(self._guard)
         for path, mask in zip(self.pruned, self.mask_variables):
             weight = weights[path]
             inner = weight.constraint
@@ -93,32 +122,114 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
                                    "prepare the original model once")
             weight.constraint = MaskConstraint(mask, self._mask_source, inner)
         self.built = True
+        if network.compiled:  # compiled by its user: train as compiled
+            self._compile_execution(network.optimizer, {
+                key: getattr(network, key) for key in _EXECUTION})
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
-    if keras.backend.backend() == "jax":
+    # --- the network compiles and steps itself ------------------------------------------
+
+    def compile(self, *args, **kwargs):
+        """Keras's ``compile``, for the network: its steps run with these settings."""
+        settings = _COMPILE.bind(self, *args, **kwargs)
+        settings.apply_defaults()
+        settings = dict(settings.arguments)
+        del settings["self"]
+        self.check_optimizer(settings["optimizer"])
+        self.network.compile(**settings)
+        self._compile_execution(self.network.optimizer, {key: settings[key]
+                                                         for key in _EXECUTION})
+
+    def _compile_execution(self, optimizer, execution: dict) -> None:
+        """Compile the LotteryModel itself: the network's optimizer, how steps execute."""
+        keras.Model.compile(self, optimizer=optimizer, **execution)
+
+    def get_compile_config(self):
+        return self.network.get_compile_config() if self.compiled else {}
+
+    @property
+    def metrics(self):
+        return self.network.metrics
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        self.network._symbolic_build(iterator=iterator, data_batch=data_batch)
+        super()._symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    if JAX:
         def train_step(self, state, data):
-            """Keras's stateless step with the masks bound from ``state``; counts the step."""
-            trainable, non_trainable, optimizer_state, metrics = state
-            values = {id(v): value for v, value in zip(self.non_trainable_variables,
-                                                       non_trainable)}
+            """The network's stateless step on its part of ``state``, the masks bound for
+            the constraints; counts the optimizer's updates."""
+            trainable, non_trainable, optimizer_values, metrics = state
+            values = self._values(trainable, non_trainable)
+            counter, _ = _iteration_counter(self.optimizer)
+            index = [id(v) for v in self.optimizer.variables].index(id(counter))
+            before = optimizer_values[index]
             self._mask_source.bound = {id(m): values[id(m)] for m in self.mask_variables}
             try:
-                logs, (trainable, non_trainable, optimizer_state, metrics) = \
-                    super().train_step(state, data)
+                logs, (trainable, non_trainable, optimizer_values, metrics) = \
+                    self.network.train_step(
+                        (*self._network_values(values), optimizer_values, metrics), data)
             finally:
                 self._mask_source.bound = None
-            index = [id(v) for v in self.non_trainable_variables].index(id(self.step_variable))
-            non_trainable = list(non_trainable)
-            non_trainable[index] = non_trainable[index] + 1
-            return logs, (trainable, non_trainable, optimizer_state, metrics)
+            self._update(values, trainable, non_trainable)
+            values[id(self.step_variable)] += ops.cast(
+                _updates(self.optimizer, optimizer_values[index]) -
+                _updates(self.optimizer, before), "int32")
+            return logs, (*self._state(values), optimizer_values, metrics)
+
+        def test_step(self, state, data):
+            trainable, non_trainable, metrics = state
+            values = self._values(trainable, non_trainable)
+            logs, (trainable, non_trainable, metrics) = self.network.test_step(
+                (*self._network_values(values), metrics), data)
+            self._update(values, trainable, non_trainable)
+            return logs, (*self._state(values), metrics)
+
+        def predict_step(self, state, data):
+            values = self._values(*state)
+            outputs, non_trainable = self.network.predict_step(
+                self._network_values(values), data)
+            self._update(values, [], non_trainable)
+            return outputs, self._state(values)[1]
+
+        def _values(self, trainable, non_trainable) -> dict:
+            """id(variable) -> its value in a step's state."""
+            return {**dict(zip(map(id, self.trainable_variables), trainable)),
+                    **dict(zip(map(id, self.non_trainable_variables), non_trainable))}
+
+        def _network_values(self, values) -> tuple:
+            """The network's trainable and non-trainable values out of ``values``."""
+            network = self.network
+            return ([values[id(v)] for v in network.trainable_variables],
+                    [values[id(v)] for v in network.non_trainable_variables])
+
+        def _update(self, values, trainable, non_trainable) -> None:
+            network = self.network
+            if trainable:
+                values.update(zip(map(id, network.trainable_variables), trainable))
+            values.update(zip(map(id, network.non_trainable_variables), non_trainable))
+
+        def _state(self, values):
+            return ([values[id(v)] for v in self.trainable_variables],
+                    [values[id(v)] for v in self.non_trainable_variables])
     else:
         def train_step(self, data):
-            """Keras's training step, then the step count: once per optimizer step."""
-            logs = super().train_step(data)
-            self.step_variable.assign_add(1)
+            """The network's step, then the count of the optimizer's updates in it."""
+            before = _updates(self.optimizer, ops.convert_to_tensor(
+                _iteration_counter(self.optimizer)[0]))
+            logs = self.network.train_step(data)
+            after = _updates(self.optimizer, ops.convert_to_tensor(
+                _iteration_counter(self.optimizer)[0]))
+            self.step_variable.assign_add(ops.cast(after - before, "int32"))
             return logs
+
+        def test_step(self, data):
+            return self.network.test_step(data)
+
+        def predict_step(self, data):
+            return self.network.predict_step(data)
 
     def get_config(self):
         return {"name": self.name, "pruned": self.pruned,
@@ -131,6 +242,29 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
         model = cls(network, config["pruned"], name=config.get("name"))
         model.restore_lottery(config)
         return model
+
+
+def _network(model):
+    """The user's model: a LotteryModel's network, or ``model`` itself."""
+    return model.network if isinstance(model, Keras3LotteryModel) else model
+
+
+def _copied(model, weights: bool = True):
+    """A copy of ``model`` through its config, with its weights (or built only); None for a
+    model whose config cannot make a copy (a subclassed model without ``get_config``)."""
+    try:
+        config = keras.saving.serialize_keras_object(model)
+        config.pop("compile_config", None)  # the architecture, not how it was compiled
+        copy = keras.saving.deserialize_keras_object(config)
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    if not copy.built:
+        copy.build_from_config(model.get_build_config())
+    if weights:
+        source, target = ENGINE.model_weights(model), ENGINE.model_weights(copy)
+        for path, variable in target.items():
+            variable.assign(source[path].numpy())
+    return copy
 
 
 def _children(layer) -> list:
@@ -164,7 +298,7 @@ class Keras3Engine(Engine):
                 "rewind to; call it on a batch of data (or give it an Input) before wrapping it")
 
     def layers(self, model, prefix: str = "") -> list:
-        network = model.network if isinstance(model, Keras3LotteryModel) else model
+        network = _network(model)
         found, seen = [], set()
 
         def walk(layer, prefix):
@@ -207,23 +341,69 @@ class Keras3Engine(Engine):
         return {path: PrunedWeight(path.split("/")[-2], weights[path], mask)
                 for path, mask in zip(model.pruned, model.mask_variables)}
 
+    def training_guard(self, model) -> TrainingGuard:
+        return model._guard
+
     def strip(self, model):
+        """A copy of the network with the masks applied; a network that cannot be copied (a
+        subclassed model without ``get_config``) is detached instead: the network itself,
+        its own constraints back and pruned weights exactly 0 (``model`` trains no more)."""
         self.check_model(model)
-        network = model.network if isinstance(model, Keras3LotteryModel) else model
-        copy = self.clone(network)
+        copy = _copied(_network(model))
+        if copy is None:
+            return self.plain(model, detach=True)
         if isinstance(model, Keras3LotteryModel):
             weights = self.model_weights(copy)
             for path, pruned in self.pruned_weights(model).items():
                 weights[path].assign(masked(pruned.weight.numpy(), pruned.mask.numpy() != 0))
         return copy
 
+    def plain(self, model, detach: bool = False):
+        """The network the LotteryModel ``model`` trains, pruned weights set to exactly 0
+        (they are already, outside a step): an export converts it as it is, no copy.
+        ``detach`` also gives the weights their own constraints back."""
+        if not isinstance(model, Keras3LotteryModel) or model.stripped:
+            return _network(model)
+        for pruned in self.pruned_weights(model).values():
+            pruned.weight.assign(masked(pruned.weight.numpy(), pruned.mask.numpy() != 0))
+            if detach:
+                pruned.weight.constraint = pruned.weight.constraint.inner
+        model.stripped = detach
+        return model.network
+
+    def can_copy(self, model) -> bool:
+        with self.name_counters():  # a trial copy: leave the layer-name counters alone
+            return _copied(_network(model), weights=False) is not None
+
     def step_counter(self, model):
         return model.step_variable
+
+    def count_step(self, model):
+        model.step_variable.assign_add(1)
 
     def optimizer_variables(self, optimizer, trainable_variables) -> list:
         if not optimizer.built:
             optimizer.build(trainable_variables)
         return list(optimizer.variables)
+
+    def optimizer_step(self, optimizer) -> int:
+        return int(ops.convert_to_numpy(optimizer.iterations))
+
+    def set_optimizer_step(self, optimizer, step: int) -> None:
+        counter, batches_per_step = _iteration_counter(optimizer)
+        counter.assign(step * batches_per_step)
+
+    def accumulation(self, optimizer) -> tuple:
+        counter, batches_per_step = _iteration_counter(optimizer)
+        return batches_per_step, int(counter.numpy()) % batches_per_step
+
+    def moving_averages(self, optimizer, variables) -> list:
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if not inner.use_ema:
+            return []
+        averages = inner._model_variables_moving_average
+        return [(v, averages[inner._get_variable_index(v)]) for v in variables
+                if averages[inner._get_variable_index(v)] is not None]
 
     def steps_per_execution(self, model) -> int:
         return int(model.steps_per_execution)
@@ -231,7 +411,7 @@ class Keras3Engine(Engine):
     # --- export and architecture --------------------------------------------------------
 
     def io_counts(self, model) -> tuple:
-        network = model.network if isinstance(model, Keras3LotteryModel) else model
+        network = _network(model)
         try:
             return len(network.inputs), len(network.outputs)
         except (AttributeError, ValueError):  # a subclassed model: from its build shape
@@ -241,7 +421,7 @@ class Keras3Engine(Engine):
             return inputs, len(keras.tree.flatten(spec))
 
     def input_spec(self, model) -> tuple:
-        network = model.network if isinstance(model, Keras3LotteryModel) else model
+        network = _network(model)
         try:
             return super().input_spec(network)
         except (AttributeError, ValueError):
@@ -266,19 +446,11 @@ class Keras3Engine(Engine):
 
     def clone(self, model):
         """A copy of ``model`` (any kind of Keras 3 model) with the same weights."""
-        try:
-            copy = keras.saving.deserialize_keras_object(
-                keras.saving.serialize_keras_object(model))
-        except (NotImplementedError, TypeError, ValueError) as error:
+        copy = _copied(model)
+        if copy is None:
             raise SettingTypeError(
                 f"cannot copy {type(model).__name__}: a subclassed model needs get_config() "
-                "and @keras.saving.register_keras_serializable() to be copied (for "
-                f"strip_pruning, export and the random-reinit control) ({error})") from error
-        if not copy.built:
-            copy.build_from_config(model.get_build_config())
-        source, target = self.model_weights(model), self.model_weights(copy)
-        for path, variable in target.items():
-            variable.assign(source[path].numpy())
+                "(and @keras.saving.register_keras_serializable()) to be copied")
         return copy
 
     def reseeded_clone(self, model, seed: int):
@@ -286,6 +458,28 @@ class Keras3Engine(Engine):
         if not copy.built:
             copy.build_from_config(model.get_build_config())
         return copy
+
+    def to_json(self, model) -> str:
+        """Keras's JSON of the architecture; for a model without a config (a subclassed
+        model without ``get_config``), a record of its class and weights (paths, shapes,
+        dtypes): it tells a changed model on resume but cannot rebuild one."""
+        try:
+            record = json.loads(model.to_json())
+            record.pop("compile_config", None)  # how it was compiled is not its architecture
+            return json.dumps(record)
+        except (NotImplementedError, TypeError, ValueError):
+            return json.dumps({"class_name": type(model).__name__, "config": None,
+                               "weights": {path: [list(v.shape), str(v.dtype)] for path, v in
+                                           self.model_weights(model).items()}})
+
+    def from_json(self, text: str):
+        record = json.loads(text)
+        if record.get("config", {}) is None:
+            raise SettingError(
+                f"the model {record['class_name']} has no config (a subclassed model without "
+                "get_config), so it cannot be rebuilt from its record: build it with the "
+                "function that made it and load the weights into that model")
+        return keras.models.model_from_json(text)
 
     def load_model(self, path, **kwargs):
         return keras.models.load_model(path, **kwargs)

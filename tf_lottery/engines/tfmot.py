@@ -34,12 +34,13 @@ def _import_tfmot():
 tfmot = _import_tfmot()
 
 import tf_keras as keras  # noqa: E402
+from tensorflow.python.saved_model import save_context  # noqa: E402
 from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: E402
     prune_registry,
     pruning_wrapper,
 )
 
-from tf_lottery.engines.base import Engine, PrunedWeight  # noqa: E402
+from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard  # noqa: E402
 from tf_lottery.errors import SettingError, SettingTypeError  # noqa: E402
 from tf_lottery.rewind import masked  # noqa: E402
 from tf_lottery.schedule import RewindingSchedule  # noqa: E402
@@ -62,12 +63,19 @@ class PruneLowMagnitude(TFMOTPruneLowMagnitude):
     0.15 ms less per step for Lenet-300-100, benchmarks/step_time.py); ``pruning_step``
     counts optimizer steps, advanced once per ``train_step`` by ``count_step``.
     Its ``from_config`` also deserializes any registered schedule, where TF-MOT's knows only
-    ConstantSparsity and PolynomialDecay and returns others as strings.
+    ConstantSparsity and PolynomialDecay and returns others as strings. A training call
+    checks the LotteryModel's :class:`TrainingGuard` (``training_guard``): a training loop
+    that no one counts steps of is refused.
     """
+
+    training_guard = None  # the guard of the LotteryModel it belongs to
 
     def call(self, inputs, training=None, **kwargs):
         if training is None:
             training = keras.backend.learning_phase()
+        if training is True and self.training_guard is not None and \
+                not save_context.in_save_context():  # a SavedModel traces training calls
+            self.training_guard.check()
         self.add_update(self._apply_masks())
         if "training" in inspect.getfullargspec(self.layer.call).args:
             kwargs["training"] = training
@@ -94,6 +102,13 @@ class PruneLowMagnitude(TFMOTPruneLowMagnitude):
 class TfKerasLotteryModel(LotteryModel, keras.Model):
     """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds."""
 
+    def guard_wrappers(self) -> None:
+        """Give every wrapper this model's :class:`TrainingGuard` to check."""
+        self.training_guard = TrainingGuard(f"model {self.name!r}")
+        for _, layer in ENGINE.layers(self):
+            if isinstance(layer, PruneLowMagnitude):
+                layer.training_guard = self.training_guard
+
     def train_step(self, data):
         """Keras's training step, then the step count: once per optimizer step."""
         logs = super().train_step(data)
@@ -108,6 +123,7 @@ class TfKerasLotteryModel(LotteryModel, keras.Model):
         config = dict(config)
         lottery = {"lottery": config.pop("lottery")} if "lottery" in config else {}
         model = super().from_config(config, custom_objects)
+        model.guard_wrappers()
         model.restore_lottery(lottery)
         return model
 
@@ -205,7 +221,11 @@ class TfKerasEngine(Engine):
         for _, layer in self.layers(lottery):
             if isinstance(layer, TFMOTPruneLowMagnitude):
                 layer.pruning_step.assign(0)
+        lottery.guard_wrappers()
         return lottery
+
+    def training_guard(self, model) -> TrainingGuard:
+        return model.training_guard
 
     def pruned_weights(self, model) -> dict:
         pruned = {}
@@ -249,6 +269,12 @@ class TfKerasEngine(Engine):
             return list(optimizer.variables())
         optimizer.build(trainable_variables)  # a no-op once built
         return list(optimizer.variables)
+
+    def moving_averages(self, optimizer, variables) -> list:
+        if not getattr(optimizer, "use_ema", False):  # legacy optimizers have no EMA
+            return []
+        averages = optimizer._model_variables_moving_average
+        return [(v, averages[optimizer._index_dict[optimizer._var_key(v)]]) for v in variables]
 
     def steps_per_execution(self, model) -> int:
         return int(model._steps_per_execution.numpy())
