@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 import tf_lottery as tfl  # noqa: E402
-from tf_lottery.data import load_mnist  # noqa: E402
+from tf_lottery.zoo.data import load_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -10,7 +10,7 @@ a ``tf_lottery.LotteryTicketSearch`` of the same protocol: Lenet-300-100 (Keras 
 hyperparameters for mnist_lenet_300_100: SGD, learning rate 0.1, no momentum, batch 128, 20%
 of the weights pruned per level by global magnitude, output layer not pruned, rewinding to
 θ0, kaiming-normal initialisation (tf_lottery's Lenet is built by
-``tf_lottery.models.lenet_300_100`` and its θ0 redrawn so; ``--tf-init glorot`` keeps
+``tf_lottery.zoo.models.lenet_300_100`` and its θ0 redrawn so; ``--tf-init glorot`` keeps
 tf_lottery's own), inputs normalised with mean 0.1307 and std 0.3081. Both
 train on all 60,000 MNIST training images in 469 batches per epoch (the last one of 96
 images), 938 steps per training. What cannot be matched is listed in the results file.
@@ -324,8 +324,8 @@ def _tf_child(spec: dict) -> None:
     import tensorflow as tf
 
     import tf_lottery as tfl
-    from tf_lottery.data import load_dataset
-    from tf_lottery.models import lenet_300_100
+    from tf_lottery.zoo.data import load_dataset
+    from tf_lottery.zoo.models import lenet_300_100
 
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     batch, seed = HPARAMS["batch_size"], spec["seed"]
@@ -463,7 +463,7 @@ def main(argv=None):
                         "steps per epoch, as open_lth) or arrays (468 full batches)")
     parser.add_argument("--tf-init", choices=("kaiming", "glorot"), default="kaiming",
                         help="tf_lottery's θ0: open_lth's kaiming_normal draw, or the "
-                        "Glorot-normal initializers of tf_lottery.models.lenet_300_100")
+                        "Glorot-normal initializers of tf_lottery.zoo.models.lenet_300_100")
     parser.add_argument("--open-lth", metavar="DIR", help="an open_lth checkout to use")
     parser.add_argument("--open-lth-mirror", default=str(DEFAULT_MIRROR),
                         help="the bare git mirror to extract open_lth from")

@@ -36,9 +36,9 @@ from pathlib import Path
 
 from paper_lenet import reference_accuracy
 
-from tf_lottery.config import RunConfig
-from tf_lottery.results import SearchResult
-from tf_lottery.rundir import write_atomic
+from tf_lottery.cli.config import RunConfig
+from tf_lottery.runs.results import SearchResult
+from tf_lottery.runs.rundir import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ABOVE_BY, AT_WITHIN = 0.3, 0.1  # points of test accuracy, the claims' thresholds

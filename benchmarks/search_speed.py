@@ -88,8 +88,8 @@ def _child(variant: str, steps: int, workdir: Path) -> dict:
     import tensorflow as tf
 
     import tf_lottery as tfl
-    from tf_lottery.data import load_dataset
-    from tf_lottery.models import lenet_300_100
+    from tf_lottery.zoo.data import load_dataset
+    from tf_lottery.zoo.models import lenet_300_100
 
     started = time.perf_counter()
     data = load_dataset("mnist", data_dir=MNIST_DIR)  # 55,000 / 5,000 / 10,000
@@ -117,8 +117,8 @@ def _child(variant: str, steps: int, workdir: Path) -> dict:
         out["test_accuracy"] = [r.test_accuracy for r in records]
         out["early_stop_iteration"] = [r.early_stop_iteration for r in records]
     else:
-        from tf_lottery.inputs import TrainingInput
-        from tf_lottery.models import keras_module
+        from tf_lottery.search.inputs import TrainingInput
+        from tf_lottery.zoo.models import keras_module
         engine = 2 if variant == "dense_keras2" else 3
         keras = keras_module(engine)
         model = lenet_300_100(data.input_shape, seed=0, keras=engine)

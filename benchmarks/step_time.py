@@ -1,6 +1,6 @@
 """Time per training step: an IMP round against a dense fit with the same compile settings.
 
-Lenet-300-100 (``tf_lottery.models.lenet_300_100``) on MNIST (``load_dataset("mnist")``:
+Lenet-300-100 (``tf_lottery.zoo.models.lenet_300_100``) on MNIST (``load_dataset("mnist")``:
 55,000 training images, batch 60, Adam 1.2e-3, SparseCategoricalCrossentropy(from_logits=
 True) and accuracy, of the model's own Keras), for both engines: tf_keras (``keras=2``,
 TF-MOT wrappers) and Keras 3 (``keras=3``, mask constraints). Every variant trains on the
@@ -25,7 +25,7 @@ temporary folder and its tf_keras IMP round (default compile, its
 ``prune_with_rewinding(model, schedule, checkpoint_dir=...)``) is timed in a process
 with ``PYTHONPATH`` on that folder, interleaved with the rest; the two IMP / dense ratios
 (before, now) use the same tf_keras dense fit of this run. The baseline has no
-``tf_lottery.inputs``: its process loads the current ``tf_lottery/inputs.py`` by path,
+``tf_lottery.search.inputs``: its process loads the current ``tf_lottery/inputs.py`` by path,
 so it trains on the very same pipeline. ``--baseline-ref none`` leaves it out.
 
 Every variant runs in its own process (started once, warmed up by ``--warmup`` epochs:
@@ -80,21 +80,21 @@ def _compile_kwargs(setting: str, xla_steps: int) -> dict:
 
 
 def _training_input(baseline: bool):
-    """The current package's TrainingInput; for the baseline (which has no tf_lottery.inputs)
+    """The current package's TrainingInput; for the baseline (which has no tf_lottery.search.inputs)
     the current tf_lottery/inputs.py loaded by path beside the baseline's package."""
     if not baseline:
-        from tf_lottery.inputs import TrainingInput
+        from tf_lottery.search.inputs import TrainingInput
         return TrainingInput
     import importlib.util
     import types
 
     import tf_lottery
-    from tf_lottery.data import DataError  # the baseline's; inputs.py only raises it
-    if "tf_lottery.errors" not in sys.modules:
-        errors = types.ModuleType("tf_lottery.errors")
+    from tf_lottery.zoo.data import DataError  # the baseline's; inputs.py only raises it
+    if "tf_lottery.foundations.errors" not in sys.modules:
+        errors = types.ModuleType("tf_lottery.foundations.errors")
         errors.DataError = DataError
-        sys.modules["tf_lottery.errors"] = errors
-        tf_lottery.errors = errors
+        sys.modules["tf_lottery.foundations.errors"] = errors
+        tf_lottery.foundations.errors = errors
     spec = importlib.util.spec_from_file_location("_current_tf_lottery_inputs",
                                                   ROOT / "tf_lottery" / "inputs.py")
     module = importlib.util.module_from_spec(spec)
@@ -110,8 +110,8 @@ def _worker(spec: dict) -> None:
     import tensorflow as tf
 
     import tf_lottery as tfl
-    from tf_lottery.data import load_dataset
-    from tf_lottery.models import lenet_300_100
+    from tf_lottery.zoo.data import load_dataset
+    from tf_lottery.zoo.models import lenet_300_100
 
     engine, steps, baseline = spec["engine"], spec["steps"], spec["baseline"]
     data = load_dataset("mnist", data_dir=MNIST_DIR)
@@ -120,7 +120,7 @@ def _worker(spec: dict) -> None:
         import tf_keras as keras
         model = lenet_300_100(data.input_shape, seed=0)
     else:
-        from tf_lottery.models import keras_module
+        from tf_lottery.zoo.models import keras_module
         keras = keras_module(engine)
         model = lenet_300_100(data.input_shape, seed=0, keras=engine)
     if spec["kind"] == "imp":

@@ -34,9 +34,9 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 
 import tf_lottery as tfl
-from tf_lottery.data import load_mnist
 from tf_lottery.export import SAVED_MODELS_DIR
-from tf_lottery.models import lenet_300_100
+from tf_lottery.zoo.data import load_mnist
+from tf_lottery.zoo.models import lenet_300_100
 
 ENCODINGS = {"float": (4, True), "int8": (1, False)}  # --quantize: (block_size, sparse storage)
 

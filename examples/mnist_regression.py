@@ -14,7 +14,7 @@ The config names this file's functions: ``model: mnist_regression:build`` and
 import keras
 import tensorflow as tf
 
-from tf_lottery.data import load_mnist
+from tf_lottery.zoo.data import load_mnist
 
 
 def build(seed: int) -> keras.Model:

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery.data import load_mnist
-from tf_lottery.models import lenet_300_100
+from tf_lottery.zoo.data import load_mnist
+from tf_lottery.zoo.models import lenet_300_100
 
 
 class PrintRounds(tfl.RoundCallback):

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tf_lottery.data import load_mnist  # noqa: E402
+from tf_lottery.zoo.data import load_mnist  # noqa: E402
 
 from helpers import KERASES  # noqa: E402
 

@@ -9,7 +9,7 @@ import keras as keras3
 import numpy as np
 import tf_keras
 
-from tf_lottery.callbacks import Callback
+from tf_lottery.engines.callbacks import Callback
 
 KERASES = {"tf_keras": tf_keras, "keras3": keras3}
 ROOT = Path(__file__).parent.parent

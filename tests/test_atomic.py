@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from tf_lottery import atomic
-from tf_lottery.rundir import RunDirectory
+from tf_lottery.foundations import atomic
+from tf_lottery.runs.rundir import RunDirectory
 
 
 def _folder(path):

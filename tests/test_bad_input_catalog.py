@@ -12,8 +12,8 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 import tf_lottery as tfl
-from tf_lottery.cli import main
-from tf_lottery.config import RunConfig
+from tf_lottery.cli.commands import main
+from tf_lottery.cli.config import RunConfig
 
 from helpers import small_mlp
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tf_lottery.cli import main
-from tf_lottery.config import ConfigError, RunConfig
+from tf_lottery.cli.commands import main
+from tf_lottery.cli.config import ConfigError, RunConfig
 
 TINY = """\
 run_dir: {run_dir}

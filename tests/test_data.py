@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tf_lottery import data
+from tf_lottery.zoo import data
 
 
 def test_embedded_mnist_loads_with_published_shapes_and_label_counts():

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lottery.inputs import EvaluationInput
-from tf_lottery.schedule import RewindingSchedule
-from tf_lottery.settings import ImpSettings
-from tf_lottery.training import Evaluator, compile_model
-from tf_lottery.wrap import prepare
+from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.settings import ImpSettings
+from tf_lottery.imp.wrap import prepare
+from tf_lottery.search.inputs import EvaluationInput
+from tf_lottery.search.trial import Evaluator, compile_model
 
 from helpers import small_mlp
 

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery.fused import FusedSteps
-from tf_lottery.inputs import TrainingInput
+from tf_lottery.engines.fused import FusedSteps
+from tf_lottery.search.inputs import TrainingInput
 
 from helpers import small_mlp
 

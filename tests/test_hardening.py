@@ -16,9 +16,9 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 
 import tf_lottery as tfl
-from tf_lottery import atomic
-from tf_lottery.cli import main
-from tf_lottery.interrupts import interruptible, raise_if_interrupted
+from tf_lottery.cli.commands import main
+from tf_lottery.foundations import atomic
+from tf_lottery.foundations.interrupts import interruptible, raise_if_interrupted
 
 from helpers import small_mlp
 
@@ -124,7 +124,7 @@ def test_ctrl_c_exits_130_and_says_the_same_command_resumes(tmp_path):
 
 
 def test_a_bug_prints_its_traceback(monkeypatch, tmp_path, capsys):
-    import tf_lottery.cli as cli
+    import tf_lottery.cli.commands as cli
     monkeypatch.setattr(cli.SearchResult, "load", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["report", str(tmp_path)])

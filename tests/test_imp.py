@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery.masks import kept_count
+from tf_lottery.core.masks import kept_count
 
 from helpers import StepProbe, compile_for_classification, small_mlp, weights_by_path
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lottery.inputs import EVAL_VALUES, EvaluationInput, TrainingInput, evaluation_batch_size
+from tf_lottery.search.inputs import (
+    EVAL_VALUES,
+    EvaluationInput,
+    TrainingInput,
+    evaluation_batch_size,
+)
 
 
 def _arrays(count, width=7, seed=0):

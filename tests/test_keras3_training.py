@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf_lottery as tfl
 from tf_lottery.engines import canonical_names, engine_named
 from tf_lottery.engines.keras3 import MaskConstraint
-from tf_lottery.rundir import RunDirectory
+from tf_lottery.runs.rundir import RunDirectory
 
 from helpers import StepProbe, python_with, toy_data
 

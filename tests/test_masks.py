@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tf_lottery import masks as M
+from tf_lottery.core import masks as M
 
 
 def _weights(seed=0):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tf_lottery import models
+from tf_lottery.zoo import models
 
 
 def _kernel_weights(model):

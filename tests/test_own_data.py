@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery.cli import main
-from tf_lottery.rundir import RunDirectory
+from tf_lottery.cli.commands import main
+from tf_lottery.runs.rundir import RunDirectory
 
 from helpers import InterruptAt
 
@@ -172,7 +172,7 @@ def test_the_regression_example_runs(tmp_path):
 
 
 def test_a_dataset_is_identified_by_its_contents_whatever_their_order():
-    from tf_lottery.inputs import TrainingInput
+    from tf_lottery.search.inputs import TrainingInput
     x = np.arange(120, dtype=np.float32).reshape(60, 2)
     y = np.arange(60)
     plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)

@@ -2,7 +2,7 @@ import pytest
 import tensorflow as tf
 
 import tf_lottery as tfl
-from tf_lottery.masks import kept_count
+from tf_lottery.core.masks import kept_count
 
 
 def test_kept_fraction_follows_one_minus_p_to_the_k():
@@ -23,12 +23,13 @@ def test_round_boundaries():
         [0, 0, 1, 2, 3, 3, 3, 3]
 
 
-def test_never_prunes_in_graph():
-    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=5, prune_rate=0.5)
+def test_tf_mot_s_wrappers_are_never_told_to_prune():
+    from tf_lottery.engines.tfmot import RoundsSchedule
+    schedule = RoundsSchedule(tfl.RewindingSchedule(rounds=2, steps_per_round=5, prune_rate=0.5))
     for step in range(0, 20):
         should_prune, sparsity = schedule(tf.constant(step, tf.int64))
         assert not bool(should_prune)
-        assert float(sparsity) == pytest.approx(schedule.sparsity("any", step // 5))
+        assert float(sparsity) == pytest.approx(schedule.schedule.sparsity("any", step // 5))
     traced = tf.function(lambda s: schedule(s))
     assert not bool(traced(tf.constant(7, tf.int64))[0])
 

@@ -11,11 +11,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery as tfl
-from tf_lottery.callbacks import Callback
-from tf_lottery.data import load_dataset
-from tf_lottery.masks import kept_count
-from tf_lottery.models import lenet_300_100
-from tf_lottery.rundir import RunDirectory, RunDirectoryError
+from tf_lottery.core.masks import kept_count
+from tf_lottery.engines.callbacks import Callback
+from tf_lottery.runs.rundir import RunDirectory, RunDirectoryError
+from tf_lottery.zoo.data import load_dataset
+from tf_lottery.zoo.models import lenet_300_100
 
 from helpers import InterruptAt
 
@@ -158,7 +158,7 @@ def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path, monkeyp
     (held while a process records the config) is waited for, then refused."""
     trial = "0" if held == "trial 0" else "None"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom tf_lottery.rundir import RunDirectory\n"
+        [sys.executable, "-c", "import sys, time\nfrom tf_lottery.runs.rundir import RunDirectory\n"
          f"with RunDirectory(sys.argv[1]).locked({trial}):\n    print('locked', flush=True)\n"
          "    time.sleep(60)", str(tmp_path / "run")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)

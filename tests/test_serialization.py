@@ -7,6 +7,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 import tf_lottery as tfl
+from tf_lottery.engines.tfmot import RoundsSchedule
 
 from helpers import KERASES, compile_for_classification, small_mlp, weights_by_path
 
@@ -41,7 +42,7 @@ def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(mnist_slice,
     if engine == "tf_keras":
         wrappers = [layer for layer in restored.layers if hasattr(layer, "pruning_schedule")]
         assert len(wrappers) == 2
-        assert all(w.pruning_schedule == pruned.schedule for w in wrappers)  # not strings
+        assert all(w.pruning_schedule.schedule == pruned.schedule for w in wrappers)  # not str
     assert restored.schedule == pruned.schedule and restored.settings == pruned.settings
     assert restored.imp_step == 10 and restored.checkpoint_dir == pruned.checkpoint_dir
     assert restored.rounds == pruned.rounds and [r.round for r in restored.rounds] == [0]
@@ -64,7 +65,7 @@ def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(mnist_slice,
 
 def test_tfmot_prune_scope_alone_loses_the_schedule(tmp_path):
     """The trap tf_lottery's scope exists for: TF-MOT hands a custom schedule back as a str."""
-    schedule = tfl.RewindingSchedule(rounds=2, steps_per_round=10)
+    schedule = RoundsSchedule(tfl.RewindingSchedule(rounds=2, steps_per_round=10))
     plain = tfmot.sparsity.keras.prune_low_magnitude(small_mlp(), pruning_schedule=schedule)
     plain.save(tmp_path / "plain.keras")
     with tfmot.sparsity.keras.prune_scope():

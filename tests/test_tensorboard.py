@@ -16,9 +16,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import tf_lottery as tfl
-from tf_lottery.data import load_dataset
-from tf_lottery.models import lenet_300_100
-from tf_lottery.tensorboard import jaccard
+from tf_lottery.runs.tensorboard import jaccard
+from tf_lottery.zoo.data import load_dataset
+from tf_lottery.zoo.models import lenet_300_100
 
 from helpers import compile_for_classification, small_mlp
 

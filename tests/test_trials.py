@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery.cli import main
-from tf_lottery.rundir import RunDirectory
+from tf_lottery.cli.commands import main
+from tf_lottery.runs.rundir import RunDirectory
 
 CONFIG = """\
 run_dir: {run_dir}

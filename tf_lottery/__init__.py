@@ -4,9 +4,13 @@ Importing it imports neither TF-MOT nor tf_keras (they load when a tf_keras mode
 given) and leaves ``tf.keras`` as the environment makes it.
 """
 
-from tf_lottery.callbacks import RoundCallback
-from tf_lottery.controller import RoundSummary
-from tf_lottery.errors import (
+from tf_lottery.core.masks import Masks
+from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.settings import ImpSettings
+from tf_lottery.engines import LotteryModel
+from tf_lottery.engines.callbacks import RoundCallback
+from tf_lottery.export import ExportReport, export_model, export_saved_model, export_tflite
+from tf_lottery.foundations.errors import (
     ConfigError,
     DamagedFileError,
     DataError,
@@ -17,16 +21,13 @@ from tf_lottery.errors import (
     SettingError,
     TfLotteryError,
 )
-from tf_lottery.export import ExportReport, export_model, export_saved_model, export_tflite
-from tf_lottery.masks import Masks
-from tf_lottery.results import RoundRecord, SearchResult
-from tf_lottery.rewind import RewindPoint
-from tf_lottery.schedule import RewindingSchedule
-from tf_lottery.search import LotteryTicketSearch
-from tf_lottery.serialization import custom_object_scope, load_model
-from tf_lottery.settings import ImpSettings
-from tf_lottery.tensorboard import TensorBoardRounds
-from tf_lottery.wrap import LotteryModel, prune_with_rewinding, strip_pruning
+from tf_lottery.imp.controller import RoundSummary
+from tf_lottery.imp.rewind import RewindPoint
+from tf_lottery.imp.wrap import prune_with_rewinding, strip_pruning
+from tf_lottery.runs.results import RoundRecord, SearchResult
+from tf_lottery.runs.serialization import custom_object_scope, load_model
+from tf_lottery.runs.tensorboard import TensorBoardRounds
+from tf_lottery.search.ticket_search import LotteryTicketSearch
 
 __version__ = "0.2.0"
 

@@ -14,7 +14,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_lottery as tfl  # noqa: E402
-from tf_lottery.callbacks import Callback  # noqa: E402
+from tf_lottery.engines.callbacks import Callback  # noqa: E402
 
 work = Path(sys.argv[1])
 rng = np.random.default_rng(0)

@@ -18,8 +18,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_lottery as tfl  # noqa: E402
-from tf_lottery.callbacks import Callback  # noqa: E402
 from tf_lottery.engines import engine_named  # noqa: E402
+from tf_lottery.engines.callbacks import Callback  # noqa: E402
 
 ENGINE = engine_named("keras3")
 work = Path(sys.argv[1])

@@ -4,9 +4,12 @@ tf_lottery runs IMP on two Kerases: tf_keras (Keras 2), where TF-MOT's pruning w
 hold the masks (``engines/tfmot.py``), and Keras 3, where masks are variables enforced
 through each pruned weight's constraint (``engines/keras3.py``). Masks, schedule, rounds,
 rewind points, the search, results, TensorBoard and export speak only to an ``Engine``,
-never to a Keras or to TF-MOT directly. A third engine is a subclass that fills in the
-abstract methods below and an entry in ``tf_lottery.engines.ENGINES``;
-:func:`tf_lottery.engines.engine_for` picks the engine of a model's Keras.
+never to a Keras's private parts or to TF-MOT. A third engine is a module that subclasses
+:class:`Engine` (filling in the abstract methods below) and
+:class:`~tf_lottery.engines.LotteryModel` (with its Keras's Model), and an entry in
+``tf_lottery.engines.registry.ENGINES``; :func:`tf_lottery.engines.engine_for` picks the
+engine of a model's Keras. An engine imports nothing of tf_lottery above the engines
+package but the core and the foundations.
 
 What an engine provides:
 
@@ -15,19 +18,24 @@ What an engine provides:
   ``model_weights`` (every weight by path, ``"hidden_1/kernel"``: what a rewind restores),
   ``default_prunable`` (the weights of a layer pruned unless the user says otherwise),
   ``is_supported``;
-- masking: ``prepare`` (a :class:`~tf_lottery.wrap.LotteryModel` that trains ``model``'s
+- masking: ``prepare`` (a :class:`~tf_lottery.engines.LotteryModel` that trains ``model``'s
   own weights under masks, all ones at first), ``pruned_weights`` (path ->
   :class:`PrunedWeight`: the weight and its 0/1 mask variable), ``training_guard`` (the
   :class:`TrainingGuard` its masking checks), ``strip`` (a plain model with its own copy
   of the weights, masks applied), ``plain`` (the model an export converts);
-- training: ``step_counter`` (optimizer steps, once per step whatever the topology),
-  ``fit_callbacks`` (what every fit of a prepared model needs), ``optimizer_variables``
+- training: ``step_counter`` / ``count_step`` (optimizer steps, once per step whatever
+  the topology), ``fit_callbacks`` (what every fit takes), ``optimizer_variables``
   (every slot and the step counter, created if needed), ``optimizer_step`` /
   ``set_optimizer_step`` (the optimizer's own step count, the learning-rate schedule's),
-  ``accumulation`` (batches per optimizer step), ``moving_averages`` (EMA slots),
-  ``steps_per_execution``, ``set_random_seed``;
-- architecture: ``to_json`` / ``from_json`` and ``clone`` / ``reseeded_clone`` (a copy
-  with every initializer drawn again: the random-reinit control).
+  ``batches_per_step`` / ``pending_batches`` (gradient accumulation),
+  ``moving_averages`` (EMA slots),
+  ``steps_per_execution``, ``name_counters``, ``set_random_seed``;
+- Keras objects: ``optimizer``, ``loss`` (from identifiers), ``serialize`` /
+  ``deserialize``, ``load_model``, ``custom_object_scope``;
+- architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
+  (a copy with every initializer drawn again: the random-reinit control);
+- export: ``io_counts``, ``input_spec``, ``save_serving``, ``check_tflite``,
+  ``tflite_converter``.
 
 Weights and masks are read with ``variable.numpy()`` and written with
 ``variable.assign(array)`` between steps, which both Kerases support on every backend.
@@ -43,7 +51,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.errors import SettingError
+from tf_lottery.engines.registry import keras_family
+from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
 
 class PrunedWeight(NamedTuple):
@@ -92,13 +101,14 @@ class Engine(abc.ABC):
     """One Keras (and its masking machinery) behind tf_lottery's engine-neutral code."""
 
     name: str = ""  # "tf_keras", "keras3": what errors and the run directory call it
+    keras = None  # the Keras module its models are built with (for model builders)
     always_compiled = False  # whether every step is compiled whatever jit_compile says (JAX)
     tensorflow_graphs = True  # whether models run in TensorFlow graphs (not on JAX)
 
     @property
-    @abc.abstractmethod
-    def keras(self):
-        """The Keras module models of this engine are built with."""
+    def package(self) -> str:
+        """The name of the Keras package its models belong to (``keras``, ``tf_keras``)."""
+        return self.keras.__name__
 
     # --- models -----------------------------------------------------------------------
 
@@ -195,10 +205,14 @@ class Engine(abc.ABC):
     def set_optimizer_step(self, optimizer, step: int) -> None:
         optimizer.iterations.assign(step)
 
-    def accumulation(self, optimizer) -> tuple:
-        """``(k, pending)``: batches per optimizer step (gradient accumulation), and the
-        batches accumulated towards the next step; ``(1, 0)`` without accumulation."""
-        return 1, 0
+    def batches_per_step(self, optimizer) -> int:
+        """Batches per optimizer step: k under gradient accumulation, else 1."""
+        return 1
+
+    def pending_batches(self, optimizer) -> int:
+        """The batches accumulated towards the optimizer's next step (0 without
+        accumulation; read from its variables, so not inside a JAX epoch)."""
+        return 0
 
     @abc.abstractmethod
     def moving_averages(self, optimizer, variables) -> list:
@@ -209,9 +223,10 @@ class Engine(abc.ABC):
     def steps_per_execution(self, model) -> int:
         """How many steps a compiled model runs per call (round ends fall between calls)."""
 
-    def fit_callbacks(self) -> list:
-        """Callbacks the engine needs in every ``fit`` of a prepared model."""
-        return []
+    def fit_callbacks(self, callbacks: list) -> list:
+        """The callbacks a ``fit`` of a prepared model runs: ``callbacks`` (tf_lottery's,
+        Keras 3 callbacks, and the user's) as this Keras takes them, and the engine's own."""
+        return list(callbacks)
 
     @abc.abstractmethod
     def name_counters(self):
@@ -220,6 +235,62 @@ class Engine(abc.ABC):
 
     def set_random_seed(self, seed: int) -> None:
         self.keras.utils.set_random_seed(seed)
+
+    # --- Keras objects ----------------------------------------------------------------
+
+    def optimizer(self, identifier, **settings):
+        """An optimizer of this Keras from a name, a ``{"class_name", "config"}`` dict or an
+        optimizer (a copy: each training gets its own), ``settings`` (``learning_rate=...``)
+        replacing its own; another Keras's is refused."""
+        optimizer = self._from_identifier(identifier, "optimizer", "optimizers")
+        if settings:
+            optimizer = type(optimizer).from_config({**optimizer.get_config(), **settings})
+        return optimizer
+
+    def loss(self, identifier):
+        """A loss of this Keras from a dict or a loss object (a copy); a name as it is
+        (Keras resolves it at compile)."""
+        return identifier if isinstance(identifier, str) else \
+            self._from_identifier(identifier, "loss", "losses")
+
+    def metric(self, identifier):
+        """A metric from a name (as it is: Keras resolves it at compile) or a copy of one."""
+        return identifier if isinstance(identifier, str) else \
+            self._from_identifier(identifier, "metric", "metrics")
+
+    def _from_identifier(self, identifier, what: str, module_name: str):
+        module = getattr(self.keras, module_name)
+        if isinstance(identifier, (str, dict)):
+            try:
+                return module.get(identifier)
+            except (ValueError, TypeError) as error:
+                name = identifier.get("class_name", identifier) \
+                    if isinstance(identifier, dict) else identifier
+                raise SettingError(f"{what} {name!r} is not a {self.package} {what} "
+                                   f"({error})") from error
+        allowed = (self.name,) if what == "optimizer" else (None, self.name)  # or a function
+        if keras_family(identifier) not in allowed:
+            raise SettingTypeError(
+                f"the {what} {type(identifier).__name__} belongs to another Keras than the "
+                f"{self.name} model; use a {what} of {self.package}.{module_name}")
+        get_config = getattr(identifier, "get_config", None)
+        return type(identifier).from_config(get_config()) if get_config else identifier
+
+    def serialize(self, obj):
+        """A Keras object as a JSON-able config (a name stays a name)."""
+        return obj if obj is None or isinstance(obj, str) else \
+            self.keras.saving.serialize_keras_object(obj)
+
+    def deserialize(self, config):
+        return self.keras.saving.deserialize_keras_object(config)
+
+    @abc.abstractmethod
+    def load_model(self, path, **kwargs):
+        """A model saved by this Keras (a prepared one with its rounds)."""
+
+    def custom_object_scope(self):
+        """A context in which this Keras's own loader finds tf_lottery's classes."""
+        return contextlib.nullcontext()
 
     # --- export -----------------------------------------------------------------------
 

@@ -34,10 +34,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tf_lottery.core.masks import masked
 from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard
-from tf_lottery.errors import SettingError, SettingTypeError
-from tf_lottery.rewind import masked
-from tf_lottery.wrap import LotteryModel
+from tf_lottery.engines.lottery_model import LotteryModel
+from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
 BACKENDS = ("tensorflow", "jax")
 JAX = keras.backend.backend() == "jax"
@@ -393,9 +393,12 @@ class Keras3Engine(Engine):
         counter, batches_per_step = _iteration_counter(optimizer)
         counter.assign(step * batches_per_step)
 
-    def accumulation(self, optimizer) -> tuple:
+    def batches_per_step(self, optimizer) -> int:
+        return _iteration_counter(optimizer)[1]
+
+    def pending_batches(self, optimizer) -> int:
         counter, batches_per_step = _iteration_counter(optimizer)
-        return batches_per_step, int(counter.numpy()) % batches_per_step
+        return int(counter.numpy()) % batches_per_step
 
     def moving_averages(self, optimizer, variables) -> list:
         inner = getattr(optimizer, "inner_optimizer", optimizer)

@@ -40,14 +40,65 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: 
     pruning_wrapper,
 )
 
+from tf_lottery.core.masks import masked  # noqa: E402
+from tf_lottery.core.schedule import RewindingSchedule  # noqa: E402
 from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard  # noqa: E402
-from tf_lottery.errors import SettingError, SettingTypeError  # noqa: E402
-from tf_lottery.rewind import masked  # noqa: E402
-from tf_lottery.schedule import RewindingSchedule  # noqa: E402
-from tf_lottery.wrap import LotteryModel  # noqa: E402
+from tf_lottery.engines.lottery_model import LotteryModel  # noqa: E402
+from tf_lottery.foundations.errors import SettingError, SettingTypeError  # noqa: E402
 
 TFMOTPruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
-tfmot.sparsity.keras.PruningSchedule.register(RewindingSchedule)
+
+
+class RoundsSchedule(tfmot.sparsity.keras.PruningSchedule):
+    """A :class:`~tf_lottery.RewindingSchedule` as TF-MOT's wrappers hold it.
+
+    It never tells TF-MOT to prune (TF-MOT would recompute masks from the current weights,
+    which after a rewind are θ0's; tf_lottery sets the masks at round ends); its sparsity is
+    that of the schedule's default rate. Saved as the RewindingSchedule it stands for.
+    """
+
+    def __init__(self, schedule: RewindingSchedule):
+        self.schedule = schedule
+
+    def __call__(self, step):
+        schedule = self.schedule
+        round_index = tf.minimum(tf.cast(step, tf.int64) // schedule.steps_per_round,
+                                 schedule.rounds)
+        kept = tf.pow(1.0 - schedule.prune_rate, tf.cast(round_index, tf.float32))
+        return tf.constant(False), 1.0 - kept
+
+    def get_config(self):
+        return self.schedule.get_config()
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(RewindingSchedule.from_config(config))
+
+    def __eq__(self, other):
+        return isinstance(other, RoundsSchedule) and other.schedule == self.schedule
+
+    def __hash__(self):
+        return hash(self.schedule)
+
+
+def _for_tf_keras(callback):
+    """A callback of tf_lottery's (Keras 3 classes) given what tf_keras's callback list asks
+    of its callbacks; tf_keras's own callbacks as they are."""
+    if isinstance(callback, keras.callbacks.Callback):
+        return callback
+
+    def implements(*hooks):
+        return lambda: not all(getattr(getattr(callback, hook), "_is_default", False)
+                               for hook in hooks)
+    callback._supports_tf_logs = False  # hand it NumPy logs
+    callback._chief_worker_only = None
+    callback._implements_train_batch_hooks = implements(
+        "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+    callback._implements_test_batch_hooks = implements("on_test_batch_begin",
+                                                       "on_test_batch_end")
+    callback._implements_predict_batch_hooks = implements("on_predict_batch_begin",
+                                                          "on_predict_batch_end")
+    return callback
 
 
 class PruneLowMagnitude(TFMOTPruneLowMagnitude):
@@ -213,7 +264,7 @@ class TfKerasEngine(Engine):
             if isinstance(layer, keras.Model):
                 return keras.models.clone_model(layer, clone_function=clone)
             if id(layer) in to_wrap:
-                return PruneLowMagnitude(layer, pruning_schedule=schedule)
+                return PruneLowMagnitude(layer, pruning_schedule=RoundsSchedule(schedule))
             return layer
         clone_ = keras.models.clone_model(model, clone_function=clone)
         lottery = TfKerasLotteryModel(inputs=clone_.inputs, outputs=clone_.outputs,
@@ -258,10 +309,11 @@ class TfKerasEngine(Engine):
         return tf.group([layer.pruning_step.assign_add(1) for _, layer in self.layers(model)
                          if isinstance(layer, TFMOTPruneLowMagnitude)])
 
-    def fit_callbacks(self) -> list:
-        """TF-MOT's UpdatePruningStep: it re-masks the weights at every epoch end, so the
-        weights a fit leaves (after an optimizer update) hold the masks' exact zeros."""
-        return [tfmot.sparsity.keras.UpdatePruningStep()]
+    def fit_callbacks(self, callbacks: list) -> list:
+        """TF-MOT's UpdatePruningStep (it re-masks the weights at every epoch end, so the
+        weights a fit leaves hold the masks' exact zeros), then ``callbacks``, tf_lottery's
+        given what tf_keras's callback list asks of a callback."""
+        return [tfmot.sparsity.keras.UpdatePruningStep(), *map(_for_tf_keras, callbacks)]
 
     def optimizer_variables(self, optimizer, trainable_variables) -> list:
         if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
@@ -282,14 +334,15 @@ class TfKerasEngine(Engine):
     def save_serving(self, model, path) -> None:
         model.save(path, save_format="tf", include_optimizer=False)
 
-    def custom_objects(self) -> dict:
-        """The classes a saved tf_lottery model needs to load (the legacy name included)."""
-        return {"PruneLowMagnitude": PruneLowMagnitude, "RewindingSchedule": RewindingSchedule,
-                "LotteryModel": TfKerasLotteryModel,
-                "TfKerasLotteryModel": TfKerasLotteryModel}
+    def custom_object_scope(self):
+        """tf_keras's scope holding the classes a saved tf_lottery model needs to load (the
+        legacy name of the LotteryModel included)."""
+        return keras.utils.custom_object_scope({
+            "PruneLowMagnitude": PruneLowMagnitude, "RewindingSchedule": RoundsSchedule,
+            "LotteryModel": TfKerasLotteryModel, "TfKerasLotteryModel": TfKerasLotteryModel})
 
     def load_model(self, path, **kwargs):
-        with keras.utils.custom_object_scope(self.custom_objects()):
+        with self.custom_object_scope():
             return keras.models.load_model(path, **kwargs)
 
     @contextlib.contextmanager

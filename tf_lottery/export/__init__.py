@@ -15,7 +15,6 @@ Example::
     report.speedup, report.size_reduction, report.exported_accuracy
 """
 
-from tf_lottery.errors import ExportError
 from tf_lottery.export.pipeline import (
     FLOAT_TOLERANCE,
     FORMATS,
@@ -27,6 +26,7 @@ from tf_lottery.export.pipeline import (
 from tf_lottery.export.report import ExportReport, report_path
 from tf_lottery.export.saved_model import export_saved_model
 from tf_lottery.export.tflite import CALIBRATION_SAMPLES, QUANTIZE, export_tflite
+from tf_lottery.foundations.errors import ExportError
 
 __all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "QUANTIZE", "RANDOM_SAMPLES",
            "SAVED_MODELS_DIR", "ExportError", "ExportFormat", "ExportReport", "export_model",

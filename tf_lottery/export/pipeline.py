@@ -22,12 +22,17 @@ from typing import Optional
 
 import numpy as np
 
-from tf_lottery.atomic import replacing
-from tf_lottery.checks import did_you_mean
+from tf_lottery.core.masks import Masks
 from tf_lottery.engines import engine_for
-from tf_lottery.errors import AlreadyExistsError, ExportError, SettingError, SettingTypeError
 from tf_lottery.export.report import ExportReport, report_path
-from tf_lottery.masks import Masks
+from tf_lottery.foundations.atomic import replacing
+from tf_lottery.foundations.checks import did_you_mean
+from tf_lottery.foundations.errors import (
+    AlreadyExistsError,
+    ExportError,
+    SettingError,
+    SettingTypeError,
+)
 
 SAVED_MODELS_DIR = Path("saved_models")  # exports without a path: under the working directory
 RANDOM_SAMPLES = 64         # uniform [0, 1) inputs verified when no data is given

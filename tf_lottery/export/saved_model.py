@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery.engines import engine_for
-from tf_lottery.errors import ExportError, SettingError
 from tf_lottery.export.pipeline import ExportFormat, export_model, register_format
 from tf_lottery.export.report import ExportReport
+from tf_lottery.foundations.errors import ExportError, SettingError
 
 
 @register_format

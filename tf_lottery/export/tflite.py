@@ -27,9 +27,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tf_lottery.checks import one_of, whole_number
 from tf_lottery.engines import engine_for
-from tf_lottery.errors import ExportError, SettingError
 from tf_lottery.export.pipeline import (
     SPARSE_BLOCK,
     ExportFormat,
@@ -40,6 +38,8 @@ from tf_lottery.export.pipeline import (
     split_data,
 )
 from tf_lottery.export.report import ExportReport
+from tf_lottery.foundations.checks import one_of, whole_number
+from tf_lottery.foundations.errors import ExportError, SettingError
 
 QUANTIZE = (None, "dynamic", "int8")
 _PRECISION = {None: "float32", "dynamic": "dynamic-range int8", "int8": "int8"}

@@ -1,0 +1,163 @@
+"""The ``tf-lottery`` command: a thin layer over RunConfig, LotteryTicketSearch, SearchResult
+and the exports.
+
+    tf-lottery run CONFIG.yaml [key=value ...]   run or resume the search CONFIG describes
+    tf-lottery run CONFIG.yaml --trial K         run only trial K (several processes at once)
+    tf-lottery report DIR [DIR ...]              table, CSV, JSON and plot of a (partial) run,
+                                                 or the complete trials of several run
+                                                 directories or results folders, merged
+    tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
+                                                 a round's ticket as a verified SavedModel or
+                                                 TFLite file (default under ./saved_models/)
+
+The package's own errors (bad input, damaged files, refused exports) print as one line
+and exit with 2; errors of the operating system (a full or read-only disk) with 1, Ctrl-C
+with 130, each saying what is safe and how to go on. Anything else is a bug and prints
+its traceback, as every error does with ``--traceback``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tf_lottery.cli.config import RunConfig
+from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
+from tf_lottery.foundations.errors import ConfigError, NotARunDirectoryError, TfLotteryError
+from tf_lottery.foundations.interrupts import interruptible
+from tf_lottery.runs.results import SearchResult
+from tf_lottery.runs.rundir import RunDirectory
+from tf_lottery.search.inputs import as_arrays
+
+VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
+
+# What is safe after a failure of each command, and how to go on.
+_AFTERMATH = {
+    "run": "Committed rounds are safe; run the same command again to resume.",
+    "report": "The run directory was not changed.",
+    "export": "Nothing was written.",
+}
+
+
+def _run(args) -> None:
+    config = RunConfig.load(args.config, args.overrides)
+    data = config.data()
+    config.search(data).run(data.train, data.validation, data.test,
+                            keep={RunConfig.RECORD: config.to_yaml()}, trial=args.trial)
+
+
+def _export(args) -> None:
+    options = {}
+    if args.quantize != "none" or args.dense:
+        options = {"quantize": None if args.quantize == "none" else args.quantize,
+                   "sparse": not args.dense}
+    FORMATS[args.format].options(**options)  # refuse what the format does not take, first
+    run = RunDirectory(args.run_dir)
+    recorded = run.path / RunConfig.RECORD
+    # the recorded config imports the user's model module (its layers' classes) and data
+    config = RunConfig.load(recorded) if recorded.is_file() else None
+    data = config.data() if config else None
+    ticket, round_index = run.ticket(args.trial, args.round,
+                                     build=config and config.rebuilder(data, args.trial))
+    if data is None:
+        print(f"{recorded} not found: verifying on random inputs, without accuracy")
+    print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
+    if options.get("quantize") == "int8" and data:
+        options["representative_data"] = as_arrays(data.train, CALIBRATION_SAMPLES)[0]
+    test = as_arrays(data.test, VERIFICATION_SAMPLES) if data else None
+    export_model(ticket, args.format, args.output, test_data=test, **options)
+
+
+def _report(args) -> None:
+    if len(args.run_dirs) == 1:
+        result, notes = SearchResult.load(args.run_dirs[0]), []
+    elif args.output is None:
+        raise ConfigError("several run directories merge into a new folder: give --output DIR")
+    else:
+        result, notes = SearchResult.merged(args.run_dirs)
+    output = args.output or args.run_dirs[0]
+    for note in notes:
+        print(note)
+    if not result.records:
+        raise NotARunDirectoryError(f"{', '.join(args.run_dirs)}: no completed round yet")
+    print(result.table())
+    try:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        paths = result.save(output)
+    except OSError as error:
+        print(f"results not written ({error.strerror or error}): {output} is not "
+              "writable; the table above is the report")
+        return
+    print(f"results: {', '.join(str(path) for path in paths.values())}")
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="tf-lottery", description=__doc__.splitlines()[0])
+    main.add_argument("--traceback", action="store_true",
+                      help="print the full traceback of any error")
+    commands = main.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run or resume the search a YAML config describes")
+    run.add_argument("config", help="a YAML file of config keys (see examples/*.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="config keys to override, values in YAML syntax")
+    run.add_argument("--trial", type=int, default=None,
+                     help="run only this trial (0-based); processes may run different "
+                          "trials into one run directory at once")
+    run.set_defaults(handler=_run)
+    report = commands.add_parser(
+        "report", help="results table and plot of a run directory, or of the complete "
+                       "trials of several (merged, with the spread over trials)")
+    report.add_argument("run_dirs", nargs="+", metavar="DIR",
+                        help="run directories, or folders an earlier report wrote")
+    report.add_argument("--output", default=None,
+                        help="where results.csv/json and plot.png go (default: the run "
+                             "directory; required to merge several)")
+    report.set_defaults(handler=_report)
+    export_ = commands.add_parser("export", help="export a round's ticket, verified")
+    export_.add_argument("run_dir")
+    export_.add_argument("--round", type=int, default=None,
+                         help="the round to export (default: the last completed one)")
+    export_.add_argument("--trial", type=int, default=0)
+    export_.add_argument("--format", choices=list(FORMATS), default="tflite")
+    export_.add_argument("--quantize", choices=["none", *(q for q in QUANTIZE if q)],
+                         default="none",
+                         help="TFLite only: float32, dynamic-range or full-integer int8")
+    export_.add_argument("--dense", action="store_true",
+                         help="TFLite only: store the weights dense (int8 of unstructured "
+                              "tickets needs it)")
+    export_.add_argument("--output", default=None,
+                         help="a path that does not exist yet (default under saved_models/ "
+                              "in the working directory)")
+    export_.set_defaults(handler=_export)
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    prefix = f"tf-lottery {args.command}"
+    try:
+        with interruptible():
+            args.handler(args)
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print(f"\n{prefix}: interrupted. {_AFTERMATH[args.command]}", file=sys.stderr)
+        return 130
+    except TfLotteryError as error:
+        if args.traceback:
+            raise
+        print(f"{prefix}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full or read-only disk, a lock that is a directory, ...
+        if args.traceback:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"{prefix}: error: the operating system refused{where}: "
+              f"{error.strerror or error}. {_AFTERMATH[args.command]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""RunConfig: a search described in YAML, as the ``tf-lottery run`` command reads it.
+
+Example (``examples/lenet_mnist_quick.yaml``)::
+
+    run_dir: runs/lenet_mnist_quick
+    model: lenet_300_100
+    dataset: mnist
+    rounds: 7
+    steps_per_round: 1500
+    layer_rates: {output: 0.1}
+
+Any key can be overridden on the command line: ``tf-lottery run CONFIG rounds=3 seed=1``.
+Every value is checked when the config is read, before anything is written.
+
+Your own model and data: ``model: my_models:build`` (a function of the trial's seed that
+returns a built Keras model, importable from the config file's folder or the working
+directory) or ``model: path/to/model.keras`` (its weights are trial 0's θ0); ``dataset:
+my_data:load`` (a function returning ``(train, validation, test)``, each ``(x, y)`` arrays
+or a ``tf.data.Dataset`` of ``(x, y)`` batches; it is given whichever of ``seed``,
+``train_size``, ``validation_size``, ``test_size`` it takes); ``loss``, ``metrics``,
+``monitor`` and ``mode`` as in :class:`~tf_lottery.LotteryTicketSearch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from tf_lottery.core.controls import CONTROLS
+from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.settings import ImpSettings
+from tf_lottery.engines import KERAS_VERSIONS, canonical_names, engine_named, keras_family
+from tf_lottery.foundations.checks import did_you_mean, one_of, positive_number, whole_number
+from tf_lottery.foundations.errors import ConfigError, DataError, TfLotteryError
+from tf_lottery.runs.serialization import saved_by
+from tf_lottery.search.ticket_search import MODES, LotteryTicketSearch
+from tf_lottery.zoo.data import DATASETS, Splits, load_dataset
+from tf_lottery.zoo.models import MODELS, build
+
+STRATEGIES = {None: lambda: None, "mirrored": tf.distribute.MirroredStrategy,
+              "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a search; defaults follow the paper's Lenet protocol.
+
+    The IMP settings (``rewind_to`` to ``seed``) are :class:`~tf_lottery.ImpSettings`'
+    fields, the schedule keys :class:`~tf_lottery.RewindingSchedule`'s; ``keras`` picks the
+    Keras the built-in models are built with (2: tf_keras and TF-MOT, 3: Keras 3).
+    ``config_dir`` (the config file's folder unless given) is where ``module:function``
+    specs are imported from, besides the working directory.
+    """
+
+    run_dir: str
+    model: str = "lenet_300_100"
+    keras: int = 2
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    validation_size: int = 5000
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    rounds: int = 18
+    steps_per_round: int = 50_000
+    prune_rate: float = 0.2
+    layer_rates: dict = dataclasses.field(default_factory=dict)
+    rewind_to: Union[int, str, None] = 0
+    scope: str = "layer"
+    criterion: str = "magnitude"
+    block_size: int = 1
+    exclude: tuple = ()
+    prunable: tuple = ()
+    seed: int = 0
+    controls: tuple = tuple(CONTROLS)
+    trials: int = 1
+    optimizer: str = "adam"
+    learning_rate: float = 1.2e-3
+    batch_size: int = 60
+    eval_every: int = 100
+    verbose: int = 1
+    strategy: Optional[str] = None  # "mirrored" (the devices of this machine) or "multi_worker"
+    loss: Union[str, dict, None] = None  # None: sparse categorical cross-entropy from logits
+    metrics: tuple = ("accuracy",)
+    monitor: str = "val_loss"
+    mode: str = "min"
+    steps_per_execution: Union[int, str] = "auto"
+    jit_compile: Union[bool, str] = "auto"
+    tensorboard: bool = True
+    config_dir: Optional[str] = None
+
+    RECORD = "run_config.yaml"  # the config a run directory was started with, for export
+
+    def __post_init__(self):
+        try:
+            self._check()
+        except ConfigError:
+            raise
+        except TfLotteryError as error:  # a refused value: the config's to fix
+            raise ConfigError(str(error)) from error
+
+    def _check(self) -> None:
+        if not isinstance(self.run_dir, (str, os.PathLike)) or not str(self.run_dir):
+            raise ConfigError(f"run_dir must be a path, got {self.run_dir!r}")
+        if Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ConfigError(f"run_dir {self.run_dir} is a file, not a directory; choose a "
+                              "directory for the search's files")
+        one_of(self.keras, "keras", KERAS_VERSIONS)
+        if _is_callable_spec(self.model):
+            self.imported(self.model, "model")
+        elif str(self.model).endswith(".keras"):
+            if not self.resolve(self.model).is_file():
+                raise ConfigError(f"model file {self.model} does not exist (looked in "
+                                  f"{self.config_dir or '.'} and the working directory)")
+        elif self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}.{did_you_mean(self.model, MODELS)}"
+                              f" Known: {', '.join(MODELS)}, a module:function, or a "
+                              ".keras file")
+        if _is_callable_spec(self.dataset):
+            self.imported(self.dataset, "dataset")
+        elif self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}."
+                              f"{did_you_mean(self.dataset, DATASETS)} Known: "
+                              f"{', '.join(DATASETS)}, or a module:function")
+        if not isinstance(self.monitor, str) or not self.monitor.startswith("val_"):
+            raise ConfigError(f"monitor must name a validation metric (val_loss, val_mae, "
+                              f"...), got {self.monitor!r}")
+        one_of(self.mode, "mode", MODES)
+        one_of(self.jit_compile, "jit_compile", ("auto", True, False))
+        one_of(self.tensorboard, "tensorboard", (True, False))
+        if self.steps_per_execution != "auto":
+            whole_number(self.steps_per_execution, "steps_per_execution")
+        whole_number(self.validation_size, "validation_size")
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) is not None:
+                whole_number(getattr(self, key), key)
+        self.schedule()
+        self.settings()
+        for control in self.controls:
+            one_of(control, "controls", CONTROLS)
+        for key in ("trials", "batch_size", "eval_every"):
+            whole_number(getattr(self, key), key)
+        whole_number(self.verbose, "verbose", minimum=0)
+        positive_number(self.learning_rate, "learning_rate")
+        self._check_optimizer()
+        one_of(self.strategy, "strategy", STRATEGIES)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "the config") -> RunConfig:
+        names = [field.name for field in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"unknown config key {key!r} in {source}."
+                                  f"{did_you_mean(key, names)} Known keys: {', '.join(names)}")
+        if "run_dir" not in values:
+            raise ConfigError(f"{source} has no run_dir: say where the search is written")
+        values = dict(values)
+        for key in ("exclude", "prunable", "controls", "metrics"):
+            if isinstance(values.get(key), str):  # `exclude: output` means one name
+                values[key] = (values[key],)
+            elif key in values:
+                if not isinstance(values[key], (list, tuple, type(None))):
+                    raise ConfigError(f"{key} must be a list of names, got {values[key]!r}")
+                values[key] = tuple(values[key] or ())
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides=()) -> RunConfig:
+        """Read a YAML config and apply ``key=value`` overrides (values parsed as YAML)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys")
+        for override in overrides:
+            key, sep, text = override.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {override!r} is not of the form key=value")
+            try:
+                values[key.strip()] = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ConfigError(f"override {override!r} is not valid YAML: {error}") from error
+        values.setdefault("config_dir", str(path.parent.resolve()))
+        return cls.from_dict(values, source=str(path))
+
+    def to_yaml(self) -> str:
+        values = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in dataclasses.asdict(self).items()}
+        return yaml.safe_dump(values, sort_keys=False)
+
+    def schedule(self) -> RewindingSchedule:
+        return RewindingSchedule(rounds=self.rounds, steps_per_round=self.steps_per_round,
+                                 prune_rate=self.prune_rate, layer_rates=self.layer_rates)
+
+    def settings(self) -> ImpSettings:
+        """The ImpSettings of this config, from the fields of the same names."""
+        return ImpSettings(**{field.name: getattr(self, field.name)
+                              for field in dataclasses.fields(ImpSettings)})
+
+    def optimizer_spec(self) -> dict:
+        """The optimizer as a Keras identifier; the search resolves it with the model's Keras
+        (a key of ``keras.optimizers``: adam, sgd, rmsprop, adagrad, ...)."""
+        return {"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}}
+
+    def _check_optimizer(self) -> None:
+        engine_named(KERAS_VERSIONS[self.keras]).optimizer(self.optimizer_spec())
+
+    def resolve(self, path) -> Path:
+        """A path of the config: as given if absolute or found from the working directory,
+        else relative to the config file's folder."""
+        path = Path(path)
+        if path.is_absolute() or path.exists() or not self.config_dir:
+            return path
+        return Path(self.config_dir) / path
+
+    def imported(self, spec: str, what: str):
+        """The function a ``module:function`` spec names, imported from the config file's
+        folder or the working directory."""
+        module_name, _, name = spec.partition(":")
+        with _search_path(self.config_dir):
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as error:  # the user's module: any error it raises on import
+                raise ConfigError(f"{what} {spec!r}: module {module_name!r} does not import "
+                                  f"({type(error).__name__}: {error}); put {module_name}.py "
+                                  f"beside the config file ({self.config_dir}) or in the "
+                                  "working directory") from error
+        function = getattr(module, name, None)
+        if not callable(function):
+            raise ConfigError(f"{what} {spec!r}: {module_name} has no function {name!r}."
+                              f"{did_you_mean(name, dir(module))}")
+        return function
+
+    def data(self) -> Splits:
+        """The dataset, split and sliced as configured: a built-in one, or what the
+        ``dataset`` function returns."""
+        if not _is_callable_spec(self.dataset):
+            splits = load_dataset(self.dataset, self.data_dir, self.validation_size,
+                                  self.train_size, seed=0)
+            if self.test_size is not None:
+                x, y = splits.test
+                splits = dataclasses.replace(splits,
+                                             test=(x[:self.test_size], y[:self.test_size]))
+            return splits
+        load = self.imported(self.dataset, "dataset")
+        offered = {"seed": 0, "train_size": self.train_size,
+                   "validation_size": self.validation_size, "test_size": self.test_size}
+        taken = inspect.signature(load).parameters
+        with _search_path(self.config_dir):
+            returned = load(**{k: v for k, v in offered.items() if k in taken})
+        if not isinstance(returned, (tuple, list)) or len(returned) != 3:
+            raise DataError(f"dataset {self.dataset!r} returned {type(returned).__name__}; it "
+                            "must return (train, validation, test), each (x, y) arrays or a "
+                            "tf.data.Dataset of (x, y) batches")
+        train, validation, test = returned
+        return Splits(self.dataset, train, validation, test, classes=_classes(train, test))
+
+    def model_builder(self, splits: Splits):
+        """What LotteryTicketSearch takes as its model: a function of the seed, or (for a
+        .keras file) the loaded model, trial 0's θ0."""
+        if _is_callable_spec(self.model):
+            function = self.imported(self.model, "model")
+
+            def build_model(seed):
+                with _search_path(self.config_dir):
+                    model = function(seed)
+                if keras_family(model) is None:
+                    raise ConfigError(f"model {self.model!r} returned {type(model).__name__}, "
+                                      "not a Keras model: it must return a built model")
+                return model
+            return build_model
+        if str(self.model).endswith(".keras"):
+            path = self.resolve(self.model)
+            return engine_named(saved_by(path)).load_model(path)
+        if not splits.classes:
+            raise ConfigError(f"the built-in model {self.model!r} is sized from array data "
+                              "with class labels (integers, or one-hot); for other data give "
+                              "your own model (model: module:function)")
+        return lambda seed: build(self.model, splits.input_shape, splits.classes, seed=seed,
+                                  keras=self.keras)
+
+    def rebuilder(self, splits: Splits, trial: int):
+        """A function building trial ``trial``'s model with the ``model`` function (None for
+        other models): what rebuilds a model that has no config, for export."""
+        if not _is_callable_spec(self.model):
+            return None
+        build = self.model_builder(splits)
+
+        def rebuild():
+            with canonical_names():
+                return build(self.seed + trial)
+        return rebuild
+
+    def search(self, splits: Splits) -> LotteryTicketSearch:
+        """The LotteryTicketSearch this config describes, for ``splits``."""
+        return LotteryTicketSearch(
+            self.model_builder(splits), self.schedule(), self.run_dir, controls=self.controls,
+            trials=self.trials, optimizer=self.optimizer_spec(), batch_size=self.batch_size,
+            eval_every=self.eval_every, verbose=self.verbose, strategy=self.distribution(),
+            loss=self.loss, metrics=list(self.metrics), monitor=self.monitor, mode=self.mode,
+            steps_per_execution=self.steps_per_execution, jit_compile=self.jit_compile,
+            tensorboard=self.tensorboard, **self.settings().to_config())
+
+    def distribution(self):
+        """The tf.distribute strategy the ``strategy`` key names (None: TensorFlow's default)."""
+        return STRATEGIES[self.strategy]()
+
+
+def _is_callable_spec(spec) -> bool:
+    """``"module:function"`` (a model or dataset of the user's)."""
+    return isinstance(spec, str) and ":" in spec and not spec.endswith(".keras")
+
+
+@contextlib.contextmanager
+def _search_path(folder):
+    """Import from ``folder`` (the config's) and the working directory too."""
+    added = [str(p) for p in (folder, os.getcwd()) if p and str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for path in added:
+            sys.path.remove(path)
+
+
+def _classes(train, test) -> int:
+    """The class count of array labels (what the built-in models are sized by): the largest
+    integer label + 1, or the width of one-hot labels; 0 for datasets and other labels."""
+    labels = [np.asarray(data[1]) for data in (train, test) if isinstance(data, (tuple, list))]
+    if labels and all(np.issubdtype(y.dtype, np.integer) and y.ndim == 1 for y in labels):
+        return int(max(y.max() for y in labels)) + 1
+    if labels and all(y.ndim == 2 for y in labels):
+        return int(labels[0].shape[-1])
+    return 0

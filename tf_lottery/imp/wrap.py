@@ -1,0 +1,129 @@
+"""prune_with_rewinding: one call turns a Keras model into an IMP run that ``fit`` drives.
+
+The returned :class:`LotteryModel` trains the given model's own layers and weights under
+masks (TF-MOT wrappers for tf_keras models, mask constraints for Keras 3 models: see
+:mod:`tf_lottery.engines`). Its ``fit`` adds the round controller
+(:mod:`tf_lottery.imp.controller`), which at every round end of the
+:class:`~tf_lottery.RewindingSchedule` computes the next masks from the trained weights,
+rewinds the surviving weights and resets the optimizer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Optional
+
+from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.settings import ImpSettings
+from tf_lottery.engines import LotteryModel, engine_for
+from tf_lottery.foundations.checks import did_you_mean
+from tf_lottery.foundations.errors import SettingError, SettingTypeError
+from tf_lottery.imp.controller import RoundController
+from tf_lottery.imp.rewind import save_rewind_point
+
+
+def prune_with_rewinding(model, schedule: RewindingSchedule, *,
+                         checkpoint_dir: Optional[str] = None, **settings) -> LotteryModel:
+    """Wrap ``model`` for iterative magnitude pruning with rewinding; fit it to run the rounds.
+
+    The model's current weights are θ0: they are written to ``checkpoint_dir`` (a new
+    temporary directory if not given) as a TF checkpoint before this returns. The returned
+    model shares its layers, and so its weights, with ``model``.
+
+    Args:
+      model: a built Keras 3 model (Sequential, functional or subclassed), or a built
+        Sequential or functional tf_keras model.
+      schedule: the rounds, their length in steps and the prune rates.
+      checkpoint_dir: where the rewind checkpoints go; must not hold one already.
+      **settings: the :class:`~tf_lottery.ImpSettings`: ``rewind_to`` (0 / "init", an
+        iteration k, "lr", None), ``scope`` ("layer", "global"), ``criterion``
+        ("magnitude", "magnitude_increase", "random"), ``block_size``, ``exclude``,
+        ``prunable``, ``seed``.
+
+    Example::
+
+        schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=1000, prune_rate=0.2)
+        pruned = tfl.prune_with_rewinding(model, schedule, rewind_to="lr")
+        pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch)
+        ticket = tfl.strip_pruning(pruned)
+    """
+    settings = ImpSettings.build(**settings)
+    lottery = prepare(model, schedule, settings)
+    checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
+    save_rewind_point(lottery, checkpoint_dir, 0)
+    lottery.attach(RoundController(schedule, settings, checkpoint_dir))
+    return lottery
+
+
+def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> LotteryModel:
+    """Check ``model`` and the settings, and return the LotteryModel that trains its
+    weights under masks (all ones) without a round controller: the search drives rounds
+    itself. Nothing is written."""
+    engine = engine_for(model)
+    engine.check_model(model)
+    if not isinstance(schedule, RewindingSchedule):
+        raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
+                               f"{type(schedule).__name__}")
+    if settings.policy.rewinds_weights and settings.rewind_to >= schedule.steps_per_round:
+        raise SettingError(
+            f"rewind_to={settings.rewind_to} lies beyond the first round "
+            f"({schedule.steps_per_round} steps); the rewind point is captured in round 0")
+    pruned = pruned_paths(engine, model, schedule, settings)
+    return engine.prepare(model, schedule, settings, pruned)
+
+
+def pruned_paths(engine, model, schedule: RewindingSchedule, settings: ImpSettings) -> list:
+    """The paths of the weights IMP prunes: each layer's default prunable weights and the
+    ``prunable`` patterns, outside ``exclude``. Refuses names the model does not have."""
+    layers = engine.layers(model)
+    names = sorted({part for prefix, layer in layers
+                    for part in f"{prefix}{engine.layer_name(layer)}".split("/")})
+    for what, asked in (("exclude", settings.exclude),
+                        ("RewindingSchedule.layer_rates", schedule.layer_rates)):
+        for name in asked:
+            if name not in names:
+                raise SettingError(f"{what} names layer {name!r}, which the model does not "
+                                   f"have.{did_you_mean(name, names)} Its layers: "
+                                   f"{', '.join(names)}")
+    paths, unsupported = [], []
+    for prefix, layer in layers:
+        owners = f"{prefix}{engine.layer_name(layer)}".split("/")
+        if any(owner in settings.exclude for owner in owners):
+            continue
+        if not engine.is_supported(layer):
+            unsupported.append(layer)
+        defaults = {id(variable) for variable in engine.default_prunable(layer)}
+        paths += [path for path, variable in engine.weight_paths(layer, prefix).items()
+                  if id(variable) in defaults
+                  or any(fnmatch(path, pattern) for pattern in settings.prunable)]
+    if unsupported:
+        raise SettingError(engine.unsupported_message(unsupported[0]))
+    unmatched = [p for p in settings.prunable if not any(fnmatch(path, p) for path in paths)]
+    if unmatched:
+        every = sorted(engine.model_weights(model))
+        raise SettingError(f"prunable pattern {unmatched[0]!r} matches no weight outside "
+                           f"exclude. The weights: {', '.join(every)}")
+    if not paths:
+        raise SettingError(
+            "the model has no prunable layer (no kernel of Dense, Conv1D/2D/3D, Embedding, "
+            "..., and no weight a `prunable` pattern names) outside exclude; there is nothing "
+            "for IMP to prune")
+    return paths
+
+
+def strip_pruning(model):
+    """A plain Keras model with the masks applied and tf_lottery's masking removed.
+
+    The result has its own copy of the weights: training ``model`` further leaves it alone.
+    A model without masks (already plain) is copied as it is.
+
+    Example::
+
+        ticket = tfl.strip_pruning(pruned)
+        ticket.save("ticket.keras")
+    """
+    engine = engine_for(model)
+    return engine.strip(model)

@@ -1,0 +1,1 @@
+"""What runs leave behind: the run directory, results, saved models, TensorBoard logs."""

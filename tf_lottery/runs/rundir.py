@@ -1,0 +1,236 @@
+"""The run directory of a search: its config, a lock, and rounds committed atomically.
+
+Layout::
+
+    RUN_DIR/
+      config.json                   what the search was started with (compared on resume)
+      model.json                    the architecture, to rebuild the model for export
+      run_config.yaml               the YAML config of a ``tf-lottery run`` (for export)
+      SHA256SUMS                    checksums of the files above, checked before use
+      lock                          held (flock) while a process records or checks the config
+      trial_0/lock                  held by the process running trial 0 (one per trial)
+      trial_0/rewind/step_0/        θ0 of trial 0 (and step_k/ for late rewinding)
+      trial_0/in_progress/round_RR_<variant>/epoch_N/
+                                    a training of the round under way, saved at every
+                                    epoch end (kept when it finished, until the round is
+                                    committed)
+      trial_0/round_00/             one committed round: metrics.json, per variant its
+                                    masks.npz (and the ticket's weights/), next_masks.npz,
+                                    SHA256SUMS (checked before anything is read back)
+      results.csv results.json plot.png
+
+A round is written into a hidden staging folder and renamed into place when complete, so
+a crash leaves either the whole round or none of it. Resuming checks every committed
+folder's checksums, then continues after the last committed round of each trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from tf_lottery.foundations.atomic import remove, replacing
+from tf_lottery.engines import engine_named
+from tf_lottery.foundations.errors import DamagedFileError, NotARunDirectoryError, RunDirectoryError
+from tf_lottery.foundations.integrity import verify, write_manifest
+from tf_lottery.core.masks import Masks
+from tf_lottery.imp.rewind import RewindPoint
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a staged file and a rename."""
+    with replacing(path) as staged:
+        staged.write_text(text, encoding="utf-8")
+
+
+def to_json(value) -> str:
+    """JSON text of ``value``; NumPy scalars and arrays become plain numbers and lists."""
+    return json.dumps(value, indent=2, sort_keys=True,
+                      default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    write_atomic(path, to_json(value) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON in ``path``; an unreadable file is a DamagedFileError that names it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedFileError(f"{path} is not valid JSON ({error}): it was truncated or "
+                               "altered. Restore it from a backup.") from error
+
+
+def config_differences(old, new, prefix=""):
+    """Human-readable 'key: old -> new' lines for two JSON-like values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in sorted(set(old) | set(new), key=str):
+            lines += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
+                                        f"{prefix}{key}.")
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new))
+                for line in config_differences(a, b, f"{prefix}{i}.")]
+    if old != new:
+        shown = [json.dumps(v)[:80] for v in (old, new)]
+        return [f"{prefix.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
+    return []
+
+
+class RunDirectory:
+    """One search's folder on disk. ``with run_dir.locked(): ...`` while running."""
+
+    _ROUND = re.compile(r"^round_(\d+)$")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    CONFIG_LOCK_WAIT = 60.0  # seconds a process waits for another to record or check config
+
+    @contextlib.contextmanager
+    def locked(self, trial: int | None = None):
+        """Hold one trial's lock, or the directory's (``trial`` None). A second process on the
+        same trial is refused at once; the directory's lock is held only while a process
+        records or checks the config, so another waits for it (up to CONFIG_LOCK_WAIT
+        seconds). Processes may run different trials at once, each holding its trial's lock.
+        The kernel releases a lock when its holder dies, so a killed run never blocks the
+        next."""
+        folder = self.path if trial is None else self.trial(trial)
+        folder.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + (self.CONFIG_LOCK_WAIT if trial is None else 0)
+        with open(folder / "lock", "a+", encoding="utf-8") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.1)
+                        continue
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                what = self.path if trial is None else f"trial {trial} of {self.path}"
+                raise RunDirectoryError(
+                    f"{what} is in use by another run (pid {holder}); wait for it to finish, "
+                    "run another trial (--trial K), or use another run directory") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    CONFIG = "config.json"
+    MODEL = "model.json"
+
+    def adopt(self, config: dict, files: dict) -> None:
+        """Record ``config`` and ``files`` (name -> text) in a new directory, with their
+        checksums; or, in one holding a search, check that its files are intact and its
+        config equals ``config``."""
+        if (self.path / self.CONFIG).is_file():
+            verify(self.path, complete=False)
+            differences = config_differences(self.config(), json.loads(to_json(config)))
+            if differences:
+                raise RunDirectoryError(
+                    f"{self.path} holds a search with another config; resuming it with this "
+                    "one would mix two experiments. Use a new run directory, or the recorded "
+                    "settings. Differences:\n  " + "\n  ".join(differences))
+            return
+        for name, text in files.items():
+            write_atomic(self.path / name, text)
+        write_json(self.path / self.CONFIG, config)
+        write_manifest(self.path, names=[self.CONFIG, *files])
+
+    def config(self) -> dict:
+        return read_json(self.path / self.CONFIG)
+
+    def trial(self, trial: int) -> Path:
+        return self.path / f"trial_{trial}"
+
+    def rewind_dir(self, trial: int) -> Path:
+        return self.trial(trial) / "rewind"
+
+    def in_progress(self, trial: int) -> Path:
+        """The epoch backups of the trainings of ``trial``'s uncommitted round."""
+        return self.trial(trial) / "in_progress"
+
+    def discard_backups(self, trial: int) -> None:
+        """Remove the epoch backups of ``trial``: its last round is committed."""
+        remove(self.in_progress(trial))
+
+    def round(self, trial: int, round_index: int) -> Path:
+        return self.trial(trial) / f"round_{round_index:02d}"
+
+    def completed_rounds(self, trial: int) -> int:
+        """How many rounds of ``trial`` are committed (rounds 0 .. n-1)."""
+        done = {int(m.group(1)) for p in self.trial(trial).glob("round_*")
+                if (m := self._ROUND.match(p.name)) and p.is_dir()}
+        count = 0
+        while count in done:
+            count += 1
+        return count
+
+    def remove_staging_leftovers(self, trial: int) -> None:
+        """Delete the half-written or half-deleted folders a killed run of ``trial`` left
+        (hidden ``.<name>.*`` ones, see ``atomic``; only under the trial's lock)."""
+        in_progress = self.in_progress(trial)
+        for folder in (self.trial(trial), self.rewind_dir(trial), in_progress,
+                       *in_progress.glob("round_*")):
+            for leftover in folder.glob(".*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def verify(self, trials=None) -> None:
+        """Check the config files, and every committed round and rewind checkpoint of
+        ``trials`` (default all) against their checksums."""
+        verify(self.path, complete=False)
+        for trial in self.trials() if trials is None else trials:
+            for round_index in range(self.completed_rounds(trial)):
+                verify(self.round(trial, round_index))
+            for rewind_point in sorted(self.rewind_dir(trial).glob("step_*")):
+                verify(rewind_point)
+
+    def ticket(self, trial: int = 0, round_index: int | None = None, build=None):
+        """The plain Keras model of a committed round's ticket: its architecture from
+        model.json (or, for a model without a config, which model.json cannot rebuild, from
+        ``build()``), its trained weights, pruned weights exactly 0. Returns (model, round)."""
+        if not (self.path / self.CONFIG).is_file():
+            raise NotARunDirectoryError(f"{self.path} is not a tf_lottery run directory (it "
+                                        f"has no {self.CONFIG})")
+        done = self.completed_rounds(trial)
+        if done == 0:
+            raise RunDirectoryError(f"{self.trial(trial)} has no completed round to export")
+        round_index = done - 1 if round_index is None else round_index
+        if not 0 <= round_index < done:
+            raise RunDirectoryError(f"round {round_index} is not completed in "
+                                    f"{self.trial(trial)}; completed: 0 to {done - 1}")
+        folder = self.round(trial, round_index)
+        verify(self.path, complete=False)
+        verify(folder)
+        engine = engine_named(self.config().get("engine", "tf_keras"))
+        architecture = (self.path / self.MODEL).read_text(encoding="utf-8")
+        rebuildable = json.loads(architecture).get("config", {}) is not None
+        model = engine.from_json(architecture) if rebuildable or build is None else build()
+        RewindPoint.load(folder / "ticket" / "weights", model).restore(
+            model, Masks.load(folder / "ticket" / "masks.npz"))
+        return model, round_index
+
+    def trials(self) -> list[int]:
+        return sorted(int(p.name.split("_")[1]) for p in self.path.glob("trial_*") if p.is_dir())
+
+    @contextlib.contextmanager
+    def staging(self, trial: int, round_index: int):
+        """A folder to write round ``round_index`` into; committed by rename on success."""
+        with replacing(self.round(trial, round_index), keep_existing=True) as stage:
+            stage.mkdir()
+            yield stage
+            write_manifest(stage)

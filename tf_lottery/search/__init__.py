@@ -1,0 +1,1 @@
+"""LotteryTicketSearch: trials of IMP rounds with controls, evaluation and early stop."""

@@ -1,0 +1,418 @@
+"""LotteryTicketSearch: IMP round by round, with controls, early-stop metrics, resumable.
+
+Each round trains the ticket from its rewind point under its masks, measuring validation
+loss every ``eval_every`` iterations; the early-stop iteration is the one of minimum
+validation loss and the reported test accuracy is the one there (the paper's protocol).
+The controls of each round (:mod:`tf_lottery.core.controls`) train the same way. Every round
+is committed to the run directory as a whole; running again resumes after the last
+committed round. One trial's trainings are :class:`tf_lottery.search.trial.Trial`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import tensorflow as tf
+
+from tf_lottery.core.controls import CONTROLS
+from tf_lottery.core.masks import Masks
+from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.settings import ImpSettings
+from tf_lottery.engines import canonical_names, engine_for, keras_family
+from tf_lottery.foundations.checks import did_you_mean, names, one_of, whole_number
+from tf_lottery.foundations.errors import DataError, SettingError, SettingTypeError, reason
+from tf_lottery.imp.rewind import RewindPoint
+from tf_lottery.imp.wrap import prepare
+from tf_lottery.runs.results import SearchResult
+from tf_lottery.runs.rundir import RunDirectory
+from tf_lottery.runs.tensorboard import SearchSummaries
+from tf_lottery.search.inputs import EvaluationInput, TrainingInput
+from tf_lottery.search.progress import Progress
+from tf_lottery.search.trial import Trial, TrialSetup, compile_model, without_xla, xla_refused
+
+# the paper's Lenet optimizer and loss (a classifier's logits)
+DEFAULT_OPTIMIZER = ("adam", {"learning_rate": 1.2e-3})
+DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
+
+
+MODES = ("min", "max")
+
+
+class LotteryTicketSearch:
+    """Find winning tickets by IMP, with controls, several trials and a run directory.
+
+    Args:
+      model: a function ``build(seed) -> model`` (each trial builds its own), or a built
+        Keras model (trial 0 starts from its weights, later trials from fresh draws);
+        Keras 3 or tf_keras. A subclassed model without ``get_config`` cannot be drawn
+        again: give the function (``lambda seed: Net()``), which the random-reinit control
+        calls for its fresh draws.
+      schedule: the RewindingSchedule: rounds, iterations per round, prune rates.
+      run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
+      controls: any of :data:`tf_lottery.core.controls.CONTROLS` ("random_reinit",
+        "random_pruning"), trained in rounds >= 1.
+      trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
+      optimizer: an optimizer of the model's Keras, copied for every trial, or a Keras
+        identifier (``"adam"``, ``{"class_name": "adam", "config": {"learning_rate":
+        1e-3}}``) resolved with the model's Keras (default Adam 1.2e-3, the paper's).
+      batch_size, eval_every: the paper uses 60 and 100 (``batch_size`` batches arrays; a
+        tf.data training set comes batched).
+      loss, metrics: what every training is compiled with: Keras names or objects (default:
+        sparse categorical cross-entropy from logits, and accuracy: the paper's classifier).
+      monitor, mode: the evaluated metric whose best value ("min" or "max") is the
+        early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
+      steps_per_execution: training steps per compiled call; "auto" runs from one
+        evaluation (or round end, or rewind capture) to the next in one call, but one step
+        per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
+        run more there). On training arrays under XLA (TensorFlow backend) a call is one XLA
+        program of all its steps (``tf_lottery.engines.fused``); elsewhere Keras's loop of compiled
+        steps. Under gradient accumulation a step is ``gradient_accumulation_steps``
+        batches.
+      tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.runs.tensorboard).
+      jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
+        falls back, with a message, where the model does not compile under XLA; True
+        insists; False turns it off. (JAX always compiles. Evaluations run in a TensorFlow
+        graph without XLA, faster for their large batches on CPUs.)
+      verbose: Keras progress bars (1), one line per epoch (2) or none (0).
+      strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
+        ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.
+      **settings: the :class:`~tf_lottery.ImpSettings` (``rewind_to``, ``scope``,
+        ``criterion``, ``block_size``, ``exclude``, ``prunable``), as in
+        ``prune_with_rewinding``; ``seed`` also seeds the trials.
+
+    Example::
+
+        search = tfl.LotteryTicketSearch(lambda seed: lenet_300_100(seed=seed), schedule,
+                                         run_dir="runs/lenet", trials=3)
+        result = search.run(train=(x, y), validation=(xv, yv), test=(xt, yt))
+        print(result.table())
+    """
+
+    def __init__(self, model: Union[Callable[[int], object], object],
+                 schedule: RewindingSchedule, run_dir: str | os.PathLike, *,
+                 controls: Sequence[str] = tuple(CONTROLS), trials: int = 1, optimizer=None,
+                 batch_size: int = 60, eval_every: int = 100, verbose: int = 1,
+                 strategy=None, loss=None, metrics=None, monitor: str = "val_loss",
+                 mode: str = "min", steps_per_execution="auto", jit_compile="auto",
+                 tensorboard: bool = True, **settings):
+        self.settings = ImpSettings.build(**settings)
+        controls = names(controls, "controls")
+        for control in controls:
+            if control not in CONTROLS:
+                raise SettingError(f"unknown control {control!r}.{did_you_mean(control, CONTROLS)}"
+                                   f" The controls: {', '.join(CONTROLS)}")
+        self.trials = whole_number(trials, "trials")
+        self.batch_size = whole_number(batch_size, "batch_size")
+        self.eval_every = whole_number(eval_every, "eval_every")
+        self.verbose = whole_number(verbose, "verbose", minimum=0)
+        if not isinstance(schedule, RewindingSchedule):
+            raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
+                                   f"{type(schedule).__name__}")
+        if not isinstance(run_dir, (str, os.PathLike)):
+            raise SettingTypeError(f"run_dir must be a path, got {run_dir!r}")
+        self.schedule = schedule
+        self.run_dir = RunDirectory(run_dir)
+        self.controls = tuple(c for c in CONTROLS if c in controls)
+        self.seed = self.settings.seed
+        if not isinstance(monitor, str) or not monitor.startswith("val_"):
+            raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
+                               f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
+        self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
+        self.tensorboard = one_of(tensorboard, "tensorboard", (True, False))
+        self._execution_asked = self._execution_steps(steps_per_execution)
+        self.steps_per_execution = None  # resolved for the model's engine by run()
+        self.jit_compile = one_of(jit_compile, "jit_compile", ("auto", True, False))
+        self.loss = loss
+        self.metrics = ["accuracy"] if metrics is None else list(names_or_objects(metrics))
+        self.optimizer = optimizer
+        self.strategy = strategy or tf.distribute.get_strategy()
+        # "auto": XLA until it refuses the model, but not for replicas on CPUs, where XLA
+        # has no collectives (and a refused collective leaves the workers broken)
+        self._use_xla = jit_compile is True or (jit_compile == "auto" and (
+            self.strategy.num_replicas_in_sync == 1 or tf.config.list_physical_devices("GPU")))
+        self._build = model if callable(model) and keras_family(model) is None else None
+        self._model = None if self._build else model
+
+    # --- public ----------------------------------------------------------------------
+
+    def run(self, train, validation, test, callbacks=(), keep=None, data_identity=None,
+            trial=None) -> SearchResult:
+        """Run (or resume) every trial and round; write and return the results.
+
+        ``train``, ``validation`` and ``test`` are ``(inputs, labels)`` pairs of arrays, or
+        ``tf.data.Dataset`` s yielding ``(x, y)`` batches; ``callbacks`` are Keras callbacks
+        added to every training's ``fit``; ``keep`` maps file names to texts to keep in the
+        run directory (written once with the config, checksummed). Everything that can be
+        refused is checked before anything is written: the data, the model, the settings,
+        the loss and the monitored metric (on one validation batch).
+
+        The data's identity is recorded and checked on resume (a SHA-256 of arrays, an
+        order-independent digest of a dataset's contents); ``data_identity``, a string
+        naming the data (its source and version), replaces the digest of datasets whose
+        contents change at every pass (random augmentation).
+
+        ``trial`` runs only that trial (0-based): processes or machines may run different
+        trials of one search into the same run directory, each holding its trial's lock,
+        or into separate ones (``tf-lottery report DIR DIR ...`` merges them).
+        """
+        trials = range(self.trials) if trial is None else \
+            [whole_number(trial, "trial", minimum=0)]
+        if trials[-1] >= self.trials:
+            raise SettingError(f"trial {trial} does not exist: the search has trials 0 to "
+                               f"{self.trials - 1} (trials={self.trials})")
+        train = TrainingInput(train, self.batch_size, data_identity)
+        evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
+                      "test": EvaluationInput(test, "test", data_identity)}
+        with self.strategy.scope():
+            template = self._model_for_trial(0)  # the config records trial 0's architecture
+            self._check_copies(template)
+            self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
+            original = template if trials[0] == 0 else self._model_for_trial(trials[0])
+            first = self._prepared(original)
+        self._check_on_a_batch(first, evaluation["val"])
+        architecture = engine_for(template).to_json(template)
+        config = self._config(architecture, first, train, evaluation)
+        with self.run_dir.locked():
+            self.run_dir.adopt(config, {"model.json": architecture,
+                                        **(keep or {})})
+        summaries = SearchSummaries(self.run_dir.path / "logs", config,
+                                    {**config["schedule"], **config["settings"]}) \
+            if self.tensorboard else None
+        setup = TrialSetup(schedule=self.schedule, settings=self.settings,
+                           controls=self.controls, eval_every=self.eval_every,
+                           steps_per_execution=self.steps_per_execution,
+                           jit_compile=self.jit_compile,
+                           verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
+                           monitor=self.monitor, mode=self.mode,
+                           callbacks=tuple(callbacks), summaries=summaries)
+        setup = dataclasses.replace(setup, progress=Progress(
+            self._steps_to_run(setup, trials), self.trials, self.schedule.rounds,
+            self.monitor, self.verbose))
+        try:
+            for index in trials:
+                with self.run_dir.locked(index):
+                    self.run_dir.remove_staging_leftovers(index)
+                    self.run_dir.verify([index])
+                    self._run_trial(setup, index, train, evaluation,
+                                    (original, first) if index == trials[0] else None)
+        finally:
+            if summaries:
+                summaries.close()
+        result = SearchResult.load(self.run_dir.path, verify=False)
+        paths = result.save(self.run_dir.path)
+        if self.verbose:
+            print(result.table())
+            print(f"results: {', '.join(str(path) for path in paths.values())}", flush=True)
+        return result
+
+    # --- one trial -------------------------------------------------------------------
+
+    def _model_for_trial(self, trial):
+        if self._build:
+            with canonical_names():  # the same weight paths when built again to resume
+                model = self._build(self.seed + trial)
+            if keras_family(model) is None:
+                raise SettingTypeError(f"the model function returned {type(model).__name__}, "
+                                       "not a Keras model")
+            return model
+        if trial == 0:
+            return self._model
+        engine = engine_for(self._model)  # a copy of the given model, freshly drawn
+        clone = engine.clone(self._model)
+        RewindPoint.fresh_draw(self._model, self.seed + trial).restore(clone, Masks({}))
+        return clone
+
+    def _check_copies(self, model) -> None:
+        """Refuse a built model that cannot be drawn again where the search needs fresh
+        draws of it (later trials, the random-reinit control)."""
+        needs = [what for what, needed in (("trials > 1", self.trials > 1),
+                                           ("the random_reinit control",
+                                            "random_reinit" in self.controls)) if needed]
+        if self._build is None and needs and not engine_for(model).can_copy(model):
+            raise SettingTypeError(
+                f"{type(model).__name__} cannot be copied (a subclassed model without "
+                f"get_config), so the search cannot draw it again for {' and '.join(needs)}: "
+                f"pass the function that builds it instead, e.g. model=lambda seed: "
+                f"{type(model).__name__}(), built on a batch")
+
+    def fresh_draw(self, original, seed: int) -> RewindPoint:
+        """New initial weights for a trial's model: every initializer of ``original`` drawn
+        again from ``seed``, or, for a model that cannot be copied, the model function
+        called with ``seed``."""
+        if self._build is not None and not engine_for(original).can_copy(original):
+            with canonical_names():
+                return RewindPoint.capture(self._build(seed), step=0)
+        return RewindPoint.fresh_draw(original, seed)
+
+    def _prepared(self, model):
+        """The compiled LotteryModel of one trial's model (refusals come from here)."""
+        lottery = prepare(model, self.schedule, self.settings)
+        engine = engine_for(lottery)
+        optimizer = engine.optimizer(self.optimizer) if self.optimizer else \
+            engine.optimizer(DEFAULT_OPTIMIZER[0], **DEFAULT_OPTIMIZER[1])
+        loss = self.loss or DEFAULT_LOSS
+        batches_per_step = engine.batches_per_step(optimizer)  # gradient accumulation
+        try:
+            compile_model(lottery, optimizer=optimizer, loss=engine.loss(loss),
+                          metrics=[engine.metric(metric) for metric in self.metrics],
+                          steps_per_execution=self.steps_per_execution * batches_per_step,
+                          jit_compile=self._use_xla)
+        except (ValueError, TypeError) as error:
+            raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
+                               f"metrics={self.metrics!r}: {error}") from error
+        return lottery
+
+    def _execution_steps(self, steps):
+        """Steps per compiled call, checked: every place the search acts (an evaluation, a
+        round end, the rewind capture) must end a call; "auto" as it is."""
+        if steps == "auto":
+            return steps
+        steps = whole_number(steps, "steps_per_execution")
+        boundaries = self._boundaries()
+        if any(boundary % steps for boundary in boundaries):
+            raise SettingError(
+                f"steps_per_execution={steps} must divide eval_every={self.eval_every}, "
+                f"steps_per_round={self.schedule.steps_per_round} and the rewind step: the "
+                "search evaluates, ends rounds and captures the rewind point between calls")
+        return steps
+
+    def _boundaries(self) -> list:
+        boundaries = [self.eval_every, self.schedule.steps_per_round]
+        if self.settings.policy.rewind_step:
+            boundaries.append(self.settings.policy.rewind_step)
+        return boundaries
+
+    def _resolved_execution_steps(self, engine) -> int:
+        """"auto": the boundaries' greatest common divisor, but 1 for a Keras 3 model under
+        a strategy of several replicas, whose fit fails with more steps per call ("You must
+        feed a value for placeholder", plain Keras 3 too); a number there is refused."""
+        replicated = engine.name == "keras3" and self.strategy.num_replicas_in_sync > 1
+        if self._execution_asked == "auto":
+            return 1 if replicated else math.gcd(*self._boundaries())
+        if replicated and self._execution_asked > 1:
+            raise SettingError(
+                f"steps_per_execution={self._execution_asked} does not run under a strategy of "
+                f"{self.strategy.num_replicas_in_sync} replicas on Keras 3 (its fit fails with "
+                "'You must feed a value for placeholder', in plain Keras too); use 1 or "
+                "\"auto\"")
+        return self._execution_asked
+
+    def _check_on_a_batch(self, lottery, validation) -> None:
+        """Evaluate the first model on one validation batch: the data fits the model, the
+        loss is finite at θ0, and the monitored metric exists. Nothing is written yet."""
+        x, y = validation.first_batch()
+        try:
+            try:
+                metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
+            except Exception as error:  # XLA's refusals come as several error types
+                if not xla_refused(self.jit_compile, lottery, error):
+                    raise
+                self._use_xla = False
+                without_xla(lottery, error)
+                metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+            raise DataError(f"the model cannot be evaluated on the validation data: "
+                            f"{reason(error)} Check that the data "
+                            "yields (x, y) with x shaped like the model's input and y like "
+                            "what the loss expects") from error
+        available = [f"val_{name}" for name in metrics]
+        if self.monitor not in available:
+            raise SettingError(f"monitor {self.monitor!r} is not a metric the search "
+                               f"evaluates.{did_you_mean(self.monitor, available)} The "
+                               f"metrics: {', '.join(available)} (add the metric to "
+                               "metrics=[...])")
+        if not math.isfinite(metrics["loss"]):
+            raise DataError(f"the loss is {metrics['loss']} on the first validation batch at "
+                            "the initial weights: check that the loss fits the model's output "
+                            "(from_logits=True for logits, False after a softmax), that the "
+                            "labels are in the format it expects (integers for sparse "
+                            "losses, one-hot otherwise) and that the data has no NaN")
+
+    def _config(self, architecture: str, lottery, train, evaluation) -> dict:
+        optimizer, engine = lottery.optimizer, engine_for(lottery)
+        return {
+            "engine": engine.name,
+            "model": json.loads(architecture),
+            "schedule": self.schedule.get_config()["config"],
+            "settings": self.settings.to_config(),
+            "controls": list(self.controls), "trials": self.trials, "seed": self.seed,
+            "optimizer": {"class_name": type(optimizer).__name__,  # its name aside
+                          "config": {k: v for k, v in optimizer.get_config().items()
+                                     if k != "name"}},
+            "batch_size": self.batch_size, "eval_every": self.eval_every,
+            "replicas": self.strategy.num_replicas_in_sync,
+            "loss": engine.serialize(self.loss),
+            "metrics": [engine.serialize(metric) for metric in self.metrics],
+            "monitor": self.monitor, "mode": self.mode,
+            "steps_per_execution": self.steps_per_execution, "jit_compile": self.jit_compile,
+            "data": {"train": train.identity(), "validation": evaluation["val"].identity(),
+                     "test": evaluation["test"].identity()},
+        }
+
+    def _run_trial(self, setup, trial, train, evaluation, built=None):
+        done = self.run_dir.completed_rounds(trial)
+        if done > self.schedule.rounds:
+            self.run_dir.discard_backups(trial)  # a kill may have come before they went
+            return
+        with self.strategy.scope():
+            if built is None:
+                original = self._model_for_trial(trial)
+                built = (original, self._prepared(original))
+            original, model = built
+            run = Trial(setup, trial, model, lambda seed: self.fresh_draw(original, seed),
+                        train, evaluation)
+        masks, start = run.resume_state(done)
+        for round_index in range(done, self.schedule.rounds + 1):
+            with self.run_dir.staging(trial, round_index) as stage:
+                trainings, trained, next_masks = run.round(round_index, masks, start, stage)
+            if setup.summaries:
+                self._summarize(setup.summaries, trial, round_index, trainings)
+            self._report_round(setup.progress, trial, round_index,
+                               [t.record for t in trainings])
+            if next_masks is not None:
+                masks = next_masks
+                start = run.rewind_point() if self.settings.policy.rewinds_weights else trained
+        self.run_dir.discard_backups(trial)
+        if setup.summaries:
+            setup.summaries.trial_finished(trial, [
+                Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")
+                for r in range(self.schedule.rounds + 1)])
+
+    def _summarize(self, summaries, trial, round_index, trainings):
+        for training in trainings:
+            previous = self.run_dir.round(trial, round_index - 1) / training.record.variant / \
+                "masks.npz"
+            summaries.round_committed(
+                training.record, training.masks,
+                Masks.load(previous) if previous.is_file() else None, training.weights)
+        result = SearchResult.load(self.run_dir.path, verify=False)
+        summaries.plot(trial, round_index, result.plot_png(), result.curves_png())
+
+    def _report_round(self, progress, trial, round_index, records):
+        ticket, metric = records[0], SearchResult(records).metric
+        controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
+        progress.line(f"trial {trial + 1}/{self.trials}, round {round_index}/"
+                      f"{self.schedule.rounds}: {ticket.weights_remaining:.2%} of weights, test "
+                      f"{metric} at early stop {ticket.metric(metric):.4f} (iteration "
+                      f"{ticket.early_stop_iteration}){controls}; about {progress.left()} left")
+
+    def _steps_to_run(self, setup, trials) -> int:
+        """The training steps this run has ahead (the trainings not committed yet)."""
+        return sum(len(setup.steps(variant, r)) for trial in trials
+                   for r in range(self.run_dir.completed_rounds(trial), self.schedule.rounds + 1)
+                   for variant in ("ticket", *(self.controls if r > 0 else ())))
+
+
+def names_or_objects(metrics):
+    if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):
+        raise SettingTypeError(f"metrics must be a list of Keras metric names or objects, got "
+                               f"{metrics!r}; write metrics=[{metrics!r}]")
+    return metrics
+
+
+
