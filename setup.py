@@ -28,6 +28,6 @@ setup(
     entry_points={"console_scripts": ["tf-lottery=tf_lottery.cli:main"]},
     extras_require={
         "jax": ["jax[cpu]>=0.4.30"],  # Keras 3's JAX backend
-        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "ruff>=0.6"],
+        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "ruff>=0.6", "import-linter>=2.1"],
     },
 )
