@@ -98,9 +98,9 @@ def main(argv=None):
     command = " ".join(["python benchmarks/paper_lenet.py", *(argv or sys.argv[1:])])
     header = (f"Command: `{command}`\n\n"
               f"Machine: {machine}. Wall time of this invocation: {elapsed / 60:.1f} min "
-              f"({config.rounds} rounds of {config.steps_per_round} iterations, "
-              f"{config.trials} trial(s)).\n\nReference: test accuracy at early stop of a "
-              "public PyTorch reproduction of the paper (MNIST only).\n\n")
+              f"({config.schedule.rounds} rounds of {config.schedule.steps_per_round} "
+              f"iterations, {config.options.trials} trial(s)).\n\nReference: test accuracy at "
+              "early stop of a public PyTorch reproduction of the paper (MNIST only).\n\n")
     print(header + table)
     RESULTS.mkdir(exist_ok=True)
     name = f"paper_{args.dataset}{suffix}"

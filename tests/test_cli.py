@@ -82,8 +82,8 @@ def test_unknown_keys_are_named_with_the_nearest_one(tmp_path, capsys):
 def test_overrides_are_parsed_as_yaml(tmp_path):
     config = RunConfig.load(_tiny(tmp_path), ["rounds=4", "layer_rates={output: 0.1}",
                                               "rewind_to=null", "controls=[]"])
-    assert config.rounds == 4 and config.layer_rates == {"output": 0.1}
-    assert config.rewind_to is None and config.controls == ()
+    assert config.schedule.rounds == 4 and config.schedule.layer_rates == {"output": 0.1}
+    assert config.settings.rewind_to is None and config.options.controls == ()
     with pytest.raises(ConfigError, match="not of the form key=value"):
         RunConfig.load(_tiny(tmp_path), ["rounds"])
 

@@ -30,36 +30,41 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 import yaml
 
-from tf_lottery.core.controls import CONTROLS
 from tf_lottery.core.schedule import RewindingSchedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import KERAS_VERSIONS, canonical_names, engine_named, keras_family
-from tf_lottery.foundations.checks import did_you_mean, one_of, positive_number, whole_number
+from tf_lottery.foundations.checks import did_you_mean, one_of, whole_number
+from tf_lottery.foundations.declared import keys, split_options
 from tf_lottery.foundations.errors import ConfigError, DataError, TfLotteryError
 from tf_lottery.runs.serialization import saved_by
-from tf_lottery.search.ticket_search import MODES, LotteryTicketSearch
+from tf_lottery.search.settings import SearchSettings
+from tf_lottery.search.ticket_search import LotteryTicketSearch
 from tf_lottery.zoo.data import DATASETS, Splits, load_dataset
 from tf_lottery.zoo.models import MODELS, build
 
-STRATEGIES = {None: lambda: None, "mirrored": tf.distribute.MirroredStrategy,
-              "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
+# the schedule the config runs unless it says otherwise: the paper's Lenet protocol
+PAPER_SCHEDULE = {"rounds": 18, "steps_per_round": 50_000}
+_PARTS = (RewindingSchedule, ImpSettings, SearchSettings)  # declare the other keys
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Every setting of a search; defaults follow the paper's Lenet protocol.
+    """Every setting of a search, from the YAML's flat keys; defaults follow the paper's
+    Lenet protocol.
 
-    The IMP settings (``rewind_to`` to ``seed``) are :class:`~tf_lottery.ImpSettings`'
-    fields, the schedule keys :class:`~tf_lottery.RewindingSchedule`'s; ``keras`` picks the
-    Keras the built-in models are built with (2: tf_keras and TF-MOT, 3: Keras 3).
-    ``config_dir`` (the config file's folder unless given) is where ``module:function``
-    specs are imported from, besides the working directory.
+    Each key is declared once: the fields below (what to train on: ``model``, ``keras``,
+    the data), :class:`~tf_lottery.RewindingSchedule`'s (``rounds`` to ``layer_rates``),
+    :class:`~tf_lottery.ImpSettings`' (``rewind_to`` to ``seed``) and
+    :class:`~tf_lottery.search.settings.SearchSettings`' (``controls`` to ``strategy``);
+    each value is checked there. ``keras`` picks the Keras the built-in models are built
+    with (2: tf_keras and TF-MOT, 3: Keras 3). ``config_dir`` (the config file's folder
+    unless given) is where ``module:function`` specs are imported from, besides the
+    working directory.
     """
 
     run_dir: str
@@ -70,33 +75,10 @@ class RunConfig:
     validation_size: int = 5000
     train_size: Optional[int] = None
     test_size: Optional[int] = None
-    rounds: int = 18
-    steps_per_round: int = 50_000
-    prune_rate: float = 0.2
-    layer_rates: dict = dataclasses.field(default_factory=dict)
-    rewind_to: Union[int, str, None] = 0
-    scope: str = "layer"
-    criterion: str = "magnitude"
-    block_size: int = 1
-    exclude: tuple = ()
-    prunable: tuple = ()
-    seed: int = 0
-    controls: tuple = tuple(CONTROLS)
-    trials: int = 1
-    optimizer: str = "adam"
-    learning_rate: float = 1.2e-3
-    batch_size: int = 60
-    eval_every: int = 100
-    verbose: int = 1
-    strategy: Optional[str] = None  # "mirrored" (the devices of this machine) or "multi_worker"
-    loss: Union[str, dict, None] = None  # None: sparse categorical cross-entropy from logits
-    metrics: tuple = ("accuracy",)
-    monitor: str = "val_loss"
-    mode: str = "min"
-    steps_per_execution: Union[int, str] = "auto"
-    jit_compile: Union[bool, str] = "auto"
-    tensorboard: bool = True
     config_dir: Optional[str] = None
+    schedule: RewindingSchedule = RewindingSchedule(**PAPER_SCHEDULE)
+    settings: ImpSettings = ImpSettings()
+    options: SearchSettings = SearchSettings()
 
     RECORD = "run_config.yaml"  # the config a run directory was started with, for export
 
@@ -131,39 +113,24 @@ class RunConfig:
             raise ConfigError(f"unknown dataset {self.dataset!r}."
                               f"{did_you_mean(self.dataset, DATASETS)} Known: "
                               f"{', '.join(DATASETS)}, or a module:function")
-        if not isinstance(self.monitor, str) or not self.monitor.startswith("val_"):
-            raise ConfigError(f"monitor must name a validation metric (val_loss, val_mae, "
-                              f"...), got {self.monitor!r}")
-        one_of(self.mode, "mode", MODES)
-        one_of(self.jit_compile, "jit_compile", ("auto", True, False))
-        one_of(self.tensorboard, "tensorboard", (True, False))
-        if self.steps_per_execution != "auto":
-            whole_number(self.steps_per_execution, "steps_per_execution")
         whole_number(self.validation_size, "validation_size")
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None:
                 whole_number(getattr(self, key), key)
-        self.schedule()
-        self.settings()
-        for control in self.controls:
-            one_of(control, "controls", CONTROLS)
-        for key in ("trials", "batch_size", "eval_every"):
-            whole_number(getattr(self, key), key)
-        whole_number(self.verbose, "verbose", minimum=0)
-        positive_number(self.learning_rate, "learning_rate")
-        self._check_optimizer()
-        one_of(self.strategy, "strategy", STRATEGIES)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "the config") -> RunConfig:
-        names = [field.name for field in dataclasses.fields(cls)]
+        """The config of flat ``values`` (YAML keys), each given to what declares it."""
+        own = [f.name for f in dataclasses.fields(cls) if f.name not in
+               ("schedule", "settings", "options")]
+        known = own + keys(*_PARTS)
         for key in values:
-            if key not in names:
+            if key not in known:
                 raise ConfigError(f"unknown config key {key!r} in {source}."
-                                  f"{did_you_mean(key, names)} Known keys: {', '.join(names)}")
+                                  f"{did_you_mean(key, known)} Known keys: {', '.join(known)}")
         if "run_dir" not in values:
             raise ConfigError(f"{source} has no run_dir: say where the search is written")
-        values = dict(values)
+        values = {**PAPER_SCHEDULE, **values}
         for key in ("exclude", "prunable", "controls", "metrics"):
             if isinstance(values.get(key), str):  # `exclude: output` means one name
                 values[key] = (values[key],)
@@ -171,7 +138,13 @@ class RunConfig:
                 if not isinstance(values[key], (list, tuple, type(None))):
                     raise ConfigError(f"{key} must be a list of names, got {values[key]!r}")
                 values[key] = tuple(values[key] or ())
-        return cls(**values)
+        try:
+            schedule, settings, options = split_options(
+                {k: v for k, v in values.items() if k not in own}, *_PARTS)
+        except TfLotteryError as error:  # a refused value: the config's to fix
+            raise ConfigError(str(error)) from error
+        return cls(**{k: v for k, v in values.items() if k in own}, schedule=schedule,
+                   settings=settings, options=options)
 
     @classmethod
     def load(cls, path: str | os.PathLike, overrides=()) -> RunConfig:
@@ -197,26 +170,13 @@ class RunConfig:
         return cls.from_dict(values, source=str(path))
 
     def to_yaml(self) -> str:
-        values = {key: list(value) if isinstance(value, tuple) else value
-                  for key, value in dataclasses.asdict(self).items()}
-        return yaml.safe_dump(values, sort_keys=False)
-
-    def schedule(self) -> RewindingSchedule:
-        return RewindingSchedule(rounds=self.rounds, steps_per_round=self.steps_per_round,
-                                 prune_rate=self.prune_rate, layer_rates=self.layer_rates)
-
-    def settings(self) -> ImpSettings:
-        """The ImpSettings of this config, from the fields of the same names."""
-        return ImpSettings(**{field.name: getattr(self, field.name)
-                              for field in dataclasses.fields(ImpSettings)})
-
-    def optimizer_spec(self) -> dict:
-        """The optimizer as a Keras identifier; the search resolves it with the model's Keras
-        (a key of ``keras.optimizers``: adam, sgd, rmsprop, adagrad, ...)."""
-        return {"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}}
-
-    def _check_optimizer(self) -> None:
-        engine_named(KERAS_VERSIONS[self.keras]).optimizer(self.optimizer_spec())
+        """The flat YAML of every key, as from_dict reads it back."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("schedule", "settings", "options")}
+        values = {**own, **self.schedule.get_config()["config"], **self.settings.to_config(),
+                  **self.options.to_config()}
+        return yaml.safe_dump({key: list(value) if isinstance(value, tuple) else value
+                               for key, value in values.items()}, sort_keys=False)
 
     def resolve(self, path) -> Path:
         """A path of the config: as given if absolute or found from the working directory,
@@ -301,22 +261,13 @@ class RunConfig:
 
         def rebuild():
             with canonical_names():
-                return build(self.seed + trial)
+                return build(self.settings.seed + trial)
         return rebuild
 
     def search(self, splits: Splits) -> LotteryTicketSearch:
         """The LotteryTicketSearch this config describes, for ``splits``."""
-        return LotteryTicketSearch(
-            self.model_builder(splits), self.schedule(), self.run_dir, controls=self.controls,
-            trials=self.trials, optimizer=self.optimizer_spec(), batch_size=self.batch_size,
-            eval_every=self.eval_every, verbose=self.verbose, strategy=self.distribution(),
-            loss=self.loss, metrics=list(self.metrics), monitor=self.monitor, mode=self.mode,
-            steps_per_execution=self.steps_per_execution, jit_compile=self.jit_compile,
-            tensorboard=self.tensorboard, **self.settings().to_config())
-
-    def distribution(self):
-        """The tf.distribute strategy the ``strategy`` key names (None: TensorFlow's default)."""
-        return STRATEGIES[self.strategy]()
+        return LotteryTicketSearch.from_settings(self.model_builder(splits), self.schedule,
+                                                 self.run_dir, self.settings, self.options)
 
 
 def _is_callable_spec(spec) -> bool:

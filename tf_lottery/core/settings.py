@@ -1,8 +1,9 @@
 """ImpSettings: how each round end chooses masks and where the next round starts.
 
 Declared once: ``prune_with_rewinding(model, schedule, **settings)``,
-``LotteryTicketSearch(build, schedule, run_dir, **settings)`` and the YAML config's keys of
-the same names all build an ``ImpSettings``, and every value is checked here.
+``LotteryTicketSearch(build, schedule, run_dir, **options)`` and the YAML config's keys of
+the same names all build an ``ImpSettings`` (:mod:`tf_lottery.foundations.declared`), and
+every value is checked here.
 
 Example::
 
@@ -18,8 +19,7 @@ from typing import Union
 
 from tf_lottery.core.masks import CRITERIA, SCOPES
 from tf_lottery.core.rewind_policy import RewindPolicy, policy_for
-from tf_lottery.foundations.checks import did_you_mean, names, one_of, whole_number
-from tf_lottery.foundations.errors import SettingTypeError
+from tf_lottery.foundations.checks import names, one_of, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +47,6 @@ class ImpSettings:
     exclude: tuple = ()
     prunable: tuple = ()
     seed: int = 0
-
-    @classmethod
-    def build(cls, **options) -> ImpSettings:
-        """``ImpSettings(**options)``; an unknown option is named with the nearest one."""
-        known = [field.name for field in dataclasses.fields(cls)]
-        for key in options:
-            if key not in known:
-                raise SettingTypeError(f"unknown IMP setting {key!r}.{did_you_mean(key, known)}"
-                                       f" The settings: {', '.join(known)}")
-        return cls(**options)
 
     def __post_init__(self):
         policy = policy_for(self.rewind_to)

@@ -19,6 +19,7 @@ from tf_lottery.core.schedule import RewindingSchedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import LotteryModel, engine_for
 from tf_lottery.foundations.checks import did_you_mean
+from tf_lottery.foundations.declared import keyword_signature, split_options
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
 from tf_lottery.imp.controller import RoundController
 from tf_lottery.imp.rewind import save_rewind_point
@@ -50,12 +51,15 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *,
         pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch)
         ticket = tfl.strip_pruning(pruned)
     """
-    settings = ImpSettings.build(**settings)
+    (settings,) = split_options(settings, ImpSettings, what="IMP setting")
     lottery = prepare(model, schedule, settings)
     checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
     save_rewind_point(lottery, checkpoint_dir, 0)
     lottery.attach(RoundController(schedule, settings, checkpoint_dir))
     return lottery
+
+
+prune_with_rewinding.__signature__ = keyword_signature(prune_with_rewinding, ImpSettings)
 
 
 def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> LotteryModel:

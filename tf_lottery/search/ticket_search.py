@@ -14,17 +14,17 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Union
 
 import tensorflow as tf
 
-from tf_lottery.core.controls import CONTROLS
 from tf_lottery.core.masks import Masks
 from tf_lottery.core.schedule import RewindingSchedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import canonical_names, engine_for, keras_family
-from tf_lottery.foundations.checks import did_you_mean, names, one_of, whole_number
+from tf_lottery.foundations.checks import did_you_mean, whole_number
+from tf_lottery.foundations.declared import keyword_signature, split_options
 from tf_lottery.foundations.errors import DataError, SettingError, SettingTypeError, reason
 from tf_lottery.imp.rewind import RewindPoint
 from tf_lottery.imp.wrap import prepare
@@ -33,14 +33,11 @@ from tf_lottery.runs.rundir import RunDirectory
 from tf_lottery.runs.tensorboard import SearchSummaries
 from tf_lottery.search.inputs import EvaluationInput, TrainingInput
 from tf_lottery.search.progress import Progress
+from tf_lottery.search.settings import SearchSettings
 from tf_lottery.search.trial import Trial, TrialSetup, compile_model, without_xla, xla_refused
 
-# the paper's Lenet optimizer and loss (a classifier's logits)
-DEFAULT_OPTIMIZER = ("adam", {"learning_rate": 1.2e-3})
+# the paper's loss: a classifier's logits
 DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
-
-
-MODES = ("min", "max")
 
 
 class LotteryTicketSearch:
@@ -54,36 +51,13 @@ class LotteryTicketSearch:
         calls for its fresh draws.
       schedule: the RewindingSchedule: rounds, iterations per round, prune rates.
       run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
-      controls: any of :data:`tf_lottery.core.controls.CONTROLS` ("random_reinit",
-        "random_pruning"), trained in rounds >= 1.
-      trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
-      optimizer: an optimizer of the model's Keras, copied for every trial, or a Keras
-        identifier (``"adam"``, ``{"class_name": "adam", "config": {"learning_rate":
-        1e-3}}``) resolved with the model's Keras (default Adam 1.2e-3, the paper's).
-      batch_size, eval_every: the paper uses 60 and 100 (``batch_size`` batches arrays; a
-        tf.data training set comes batched).
-      loss, metrics: what every training is compiled with: Keras names or objects (default:
-        sparse categorical cross-entropy from logits, and accuracy: the paper's classifier).
-      monitor, mode: the evaluated metric whose best value ("min" or "max") is the
-        early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
-      steps_per_execution: training steps per compiled call; "auto" runs from one
-        evaluation (or round end, or rewind capture) to the next in one call, but one step
-        per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
-        run more there). On training arrays under XLA (TensorFlow backend) a call is one XLA
-        program of all its steps (``tf_lottery.engines.fused``); elsewhere Keras's loop of compiled
-        steps. Under gradient accumulation a step is ``gradient_accumulation_steps``
-        batches.
-      tensorboard: write TensorBoard logs into ``RUN_DIR/logs`` (see tf_lottery.runs.tensorboard).
-      jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
-        falls back, with a message, where the model does not compile under XLA; True
-        insists; False turns it off. (JAX always compiles. Evaluations run in a TensorFlow
-        graph without XLA, faster for their large batches on CPUs.)
-      verbose: Keras progress bars (1), one line per epoch (2) or none (0).
-      strategy: a ``tf.distribute.Strategy`` to build and train every model under (e.g.
-        ``tf.distribute.MirroredStrategy()`` for the GPUs of one machine); None: the default.
-      **settings: the :class:`~tf_lottery.ImpSettings` (``rewind_to``, ``scope``,
-        ``criterion``, ``block_size``, ``exclude``, ``prunable``), as in
-        ``prune_with_rewinding``; ``seed`` also seeds the trials.
+      **options: the :class:`~tf_lottery.search.settings.SearchSettings` (``controls``,
+        ``trials``, ``optimizer``, ``learning_rate``, ``batch_size``, ``eval_every``,
+        ``loss``, ``metrics``, ``monitor``, ``mode``, ``steps_per_execution``,
+        ``jit_compile``, ``tensorboard``, ``verbose``, ``strategy``) and the
+        :class:`~tf_lottery.ImpSettings` (``rewind_to``, ``scope``, ``criterion``,
+        ``block_size``, ``exclude``, ``prunable``, ``seed``: as in ``prune_with_rewinding``;
+        ``seed`` also seeds the trials).
 
     Example::
 
@@ -94,46 +68,33 @@ class LotteryTicketSearch:
     """
 
     def __init__(self, model: Union[Callable[[int], object], object],
-                 schedule: RewindingSchedule, run_dir: str | os.PathLike, *,
-                 controls: Sequence[str] = tuple(CONTROLS), trials: int = 1, optimizer=None,
-                 batch_size: int = 60, eval_every: int = 100, verbose: int = 1,
-                 strategy=None, loss=None, metrics=None, monitor: str = "val_loss",
-                 mode: str = "min", steps_per_execution="auto", jit_compile="auto",
-                 tensorboard: bool = True, **settings):
-        self.settings = ImpSettings.build(**settings)
-        controls = names(controls, "controls")
-        for control in controls:
-            if control not in CONTROLS:
-                raise SettingError(f"unknown control {control!r}.{did_you_mean(control, CONTROLS)}"
-                                   f" The controls: {', '.join(CONTROLS)}")
-        self.trials = whole_number(trials, "trials")
-        self.batch_size = whole_number(batch_size, "batch_size")
-        self.eval_every = whole_number(eval_every, "eval_every")
-        self.verbose = whole_number(verbose, "verbose", minimum=0)
+                 schedule: RewindingSchedule, run_dir: str | os.PathLike, **options):
+        self._setup(model, schedule, run_dir, *split_options(options, ImpSettings,
+                                                             SearchSettings))
+
+    @classmethod
+    def from_settings(cls, model, schedule: RewindingSchedule, run_dir,
+                      settings: ImpSettings, options: SearchSettings) -> LotteryTicketSearch:
+        """The search of settings already made (a config's): nothing is checked twice."""
+        search = cls.__new__(cls)
+        search._setup(model, schedule, run_dir, settings, options)
+        return search
+
+    def _setup(self, model, schedule, run_dir, settings: ImpSettings,
+               options: SearchSettings) -> None:
         if not isinstance(schedule, RewindingSchedule):
             raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
                                    f"{type(schedule).__name__}")
         if not isinstance(run_dir, (str, os.PathLike)):
             raise SettingTypeError(f"run_dir must be a path, got {run_dir!r}")
-        self.schedule = schedule
+        self.schedule, self.settings, self.options = schedule, settings, options
         self.run_dir = RunDirectory(run_dir)
-        self.controls = tuple(c for c in CONTROLS if c in controls)
-        self.seed = self.settings.seed
-        if not isinstance(monitor, str) or not monitor.startswith("val_"):
-            raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
-                               f"\"val_accuracy\", \"val_mae\", ...), got {monitor!r}")
-        self.monitor, self.mode = monitor, one_of(mode, "mode", MODES)
-        self.tensorboard = one_of(tensorboard, "tensorboard", (True, False))
-        self._execution_asked = self._execution_steps(steps_per_execution)
+        self._check_execution_steps()
         self.steps_per_execution = None  # resolved for the model's engine by run()
-        self.jit_compile = one_of(jit_compile, "jit_compile", ("auto", True, False))
-        self.loss = loss
-        self.metrics = ["accuracy"] if metrics is None else list(names_or_objects(metrics))
-        self.optimizer = optimizer
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = options.distribution()
         # "auto": XLA until it refuses the model, but not for replicas on CPUs, where XLA
         # has no collectives (and a refused collective leaves the workers broken)
-        self._use_xla = jit_compile is True or (jit_compile == "auto" and (
+        self._use_xla = options.jit_compile is True or (options.jit_compile == "auto" and (
             self.strategy.num_replicas_in_sync == 1 or tf.config.list_physical_devices("GPU")))
         self._build = model if callable(model) and keras_family(model) is None else None
         self._model = None if self._build else model
@@ -160,12 +121,13 @@ class LotteryTicketSearch:
         trials of one search into the same run directory, each holding its trial's lock,
         or into separate ones (``tf-lottery report DIR DIR ...`` merges them).
         """
-        trials = range(self.trials) if trial is None else \
+        options = self.options
+        trials = range(options.trials) if trial is None else \
             [whole_number(trial, "trial", minimum=0)]
-        if trials[-1] >= self.trials:
+        if trials[-1] >= options.trials:
             raise SettingError(f"trial {trial} does not exist: the search has trials 0 to "
-                               f"{self.trials - 1} (trials={self.trials})")
-        train = TrainingInput(train, self.batch_size, data_identity)
+                               f"{options.trials - 1} (trials={options.trials})")
+        train = TrainingInput(train, options.batch_size, data_identity)
         evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
                       "test": EvaluationInput(test, "test", data_identity)}
         with self.strategy.scope():
@@ -182,17 +144,13 @@ class LotteryTicketSearch:
                                         **(keep or {})})
         summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                     {**config["schedule"], **config["settings"]}) \
-            if self.tensorboard else None
-        setup = TrialSetup(schedule=self.schedule, settings=self.settings,
-                           controls=self.controls, eval_every=self.eval_every,
-                           steps_per_execution=self.steps_per_execution,
-                           jit_compile=self.jit_compile,
-                           verbose=self.verbose, seed=self.seed, run_dir=self.run_dir,
-                           monitor=self.monitor, mode=self.mode,
+            if options.tensorboard else None
+        setup = TrialSetup(schedule=self.schedule, settings=self.settings, options=options,
+                           steps_per_execution=self.steps_per_execution, run_dir=self.run_dir,
                            callbacks=tuple(callbacks), summaries=summaries)
         setup = dataclasses.replace(setup, progress=Progress(
-            self._steps_to_run(setup, trials), self.trials, self.schedule.rounds,
-            self.monitor, self.verbose))
+            self._steps_to_run(setup, trials), options.trials, self.schedule.rounds,
+            options.monitor, options.verbose))
         try:
             for index in trials:
                 with self.run_dir.locked(index):
@@ -205,7 +163,7 @@ class LotteryTicketSearch:
                 summaries.close()
         result = SearchResult.load(self.run_dir.path, verify=False)
         paths = result.save(self.run_dir.path)
-        if self.verbose:
+        if options.verbose:
             print(result.table())
             print(f"results: {', '.join(str(path) for path in paths.values())}", flush=True)
         return result
@@ -215,7 +173,7 @@ class LotteryTicketSearch:
     def _model_for_trial(self, trial):
         if self._build:
             with canonical_names():  # the same weight paths when built again to resume
-                model = self._build(self.seed + trial)
+                model = self._build(self.settings.seed + trial)
             if keras_family(model) is None:
                 raise SettingTypeError(f"the model function returned {type(model).__name__}, "
                                        "not a Keras model")
@@ -224,15 +182,16 @@ class LotteryTicketSearch:
             return self._model
         engine = engine_for(self._model)  # a copy of the given model, freshly drawn
         clone = engine.clone(self._model)
-        RewindPoint.fresh_draw(self._model, self.seed + trial).restore(clone, Masks({}))
+        RewindPoint.fresh_draw(self._model, self.settings.seed + trial).restore(clone, Masks({}))
         return clone
 
     def _check_copies(self, model) -> None:
         """Refuse a built model that cannot be drawn again where the search needs fresh
         draws of it (later trials, the random-reinit control)."""
-        needs = [what for what, needed in (("trials > 1", self.trials > 1),
+        options = self.options
+        needs = [what for what, needed in (("trials > 1", options.trials > 1),
                                            ("the random_reinit control",
-                                            "random_reinit" in self.controls)) if needed]
+                                            "random_reinit" in options.controls)) if needed]
         if self._build is None and needs and not engine_for(model).can_copy(model):
             raise SettingTypeError(
                 f"{type(model).__name__} cannot be copied (a subclassed model without "
@@ -253,36 +212,33 @@ class LotteryTicketSearch:
         """The compiled LotteryModel of one trial's model (refusals come from here)."""
         lottery = prepare(model, self.schedule, self.settings)
         engine = engine_for(lottery)
-        optimizer = engine.optimizer(self.optimizer) if self.optimizer else \
-            engine.optimizer(DEFAULT_OPTIMIZER[0], **DEFAULT_OPTIMIZER[1])
-        loss = self.loss or DEFAULT_LOSS
+        identifier, settings = self.options.optimizer_identifier()
+        optimizer = engine.optimizer(identifier, **settings)
+        loss, metrics = self.options.loss or DEFAULT_LOSS, self.options.metrics
         batches_per_step = engine.batches_per_step(optimizer)  # gradient accumulation
         try:
             compile_model(lottery, optimizer=optimizer, loss=engine.loss(loss),
-                          metrics=[engine.metric(metric) for metric in self.metrics],
+                          metrics=[engine.metric(metric) for metric in metrics],
                           steps_per_execution=self.steps_per_execution * batches_per_step,
                           jit_compile=self._use_xla)
         except (ValueError, TypeError) as error:
             raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
-                               f"metrics={self.metrics!r}: {error}") from error
+                               f"metrics={list(metrics)!r}: {error}") from error
         return lottery
 
-    def _execution_steps(self, steps):
-        """Steps per compiled call, checked: every place the search acts (an evaluation, a
-        round end, the rewind capture) must end a call; "auto" as it is."""
-        if steps == "auto":
-            return steps
-        steps = whole_number(steps, "steps_per_execution")
-        boundaries = self._boundaries()
-        if any(boundary % steps for boundary in boundaries):
+    def _check_execution_steps(self) -> None:
+        """Every place the search acts (an evaluation, a round end, the rewind capture)
+        must end a compiled call: a number of steps per call must divide them all."""
+        steps = self.options.steps_per_execution
+        if steps != "auto" and any(boundary % steps for boundary in self._boundaries()):
             raise SettingError(
-                f"steps_per_execution={steps} must divide eval_every={self.eval_every}, "
-                f"steps_per_round={self.schedule.steps_per_round} and the rewind step: the "
-                "search evaluates, ends rounds and captures the rewind point between calls")
-        return steps
+                f"steps_per_execution={steps} must divide eval_every="
+                f"{self.options.eval_every}, steps_per_round={self.schedule.steps_per_round} "
+                "and the rewind step: the search evaluates, ends rounds and captures the "
+                "rewind point between calls")
 
     def _boundaries(self) -> list:
-        boundaries = [self.eval_every, self.schedule.steps_per_round]
+        boundaries = [self.options.eval_every, self.schedule.steps_per_round]
         if self.settings.policy.rewind_step:
             boundaries.append(self.settings.policy.rewind_step)
         return boundaries
@@ -291,16 +247,17 @@ class LotteryTicketSearch:
         """"auto": the boundaries' greatest common divisor, but 1 for a Keras 3 model under
         a strategy of several replicas, whose fit fails with more steps per call ("You must
         feed a value for placeholder", plain Keras 3 too); a number there is refused."""
+        asked = self.options.steps_per_execution
         replicated = engine.name == "keras3" and self.strategy.num_replicas_in_sync > 1
-        if self._execution_asked == "auto":
+        if asked == "auto":
             return 1 if replicated else math.gcd(*self._boundaries())
-        if replicated and self._execution_asked > 1:
+        if replicated and asked > 1:
             raise SettingError(
-                f"steps_per_execution={self._execution_asked} does not run under a strategy of "
+                f"steps_per_execution={asked} does not run under a strategy of "
                 f"{self.strategy.num_replicas_in_sync} replicas on Keras 3 (its fit fails with "
                 "'You must feed a value for placeholder', in plain Keras too); use 1 or "
                 "\"auto\"")
-        return self._execution_asked
+        return asked
 
     def _check_on_a_batch(self, lottery, validation) -> None:
         """Evaluate the first model on one validation batch: the data fits the model, the
@@ -310,7 +267,7 @@ class LotteryTicketSearch:
             try:
                 metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
             except Exception as error:  # XLA's refusals come as several error types
-                if not xla_refused(self.jit_compile, lottery, error):
+                if not xla_refused(self.options.jit_compile, lottery, error):
                     raise
                 self._use_xla = False
                 without_xla(lottery, error)
@@ -320,10 +277,10 @@ class LotteryTicketSearch:
                             f"{reason(error)} Check that the data "
                             "yields (x, y) with x shaped like the model's input and y like "
                             "what the loss expects") from error
-        available = [f"val_{name}" for name in metrics]
-        if self.monitor not in available:
-            raise SettingError(f"monitor {self.monitor!r} is not a metric the search "
-                               f"evaluates.{did_you_mean(self.monitor, available)} The "
+        available, monitor = [f"val_{name}" for name in metrics], self.options.monitor
+        if monitor not in available:
+            raise SettingError(f"monitor {monitor!r} is not a metric the search "
+                               f"evaluates.{did_you_mean(monitor, available)} The "
                                f"metrics: {', '.join(available)} (add the metric to "
                                "metrics=[...])")
         if not math.isfinite(metrics["loss"]):
@@ -334,22 +291,20 @@ class LotteryTicketSearch:
                             "losses, one-hot otherwise) and that the data has no NaN")
 
     def _config(self, architecture: str, lottery, train, evaluation) -> dict:
+        """The experiment a run directory holds (config.json): what a resume must match."""
         optimizer, engine = lottery.optimizer, engine_for(lottery)
         return {
             "engine": engine.name,
             "model": json.loads(architecture),
             "schedule": self.schedule.get_config()["config"],
             "settings": self.settings.to_config(),
-            "controls": list(self.controls), "trials": self.trials, "seed": self.seed,
+            **self.options.recorded(engine.serialize),
+            "seed": self.settings.seed,
             "optimizer": {"class_name": type(optimizer).__name__,  # its name aside
                           "config": {k: v for k, v in optimizer.get_config().items()
                                      if k != "name"}},
-            "batch_size": self.batch_size, "eval_every": self.eval_every,
             "replicas": self.strategy.num_replicas_in_sync,
-            "loss": engine.serialize(self.loss),
-            "metrics": [engine.serialize(metric) for metric in self.metrics],
-            "monitor": self.monitor, "mode": self.mode,
-            "steps_per_execution": self.steps_per_execution, "jit_compile": self.jit_compile,
+            "steps_per_execution": self.steps_per_execution,
             "data": {"train": train.identity(), "validation": evaluation["val"].identity(),
                      "test": evaluation["test"].identity()},
         }
@@ -396,7 +351,7 @@ class LotteryTicketSearch:
     def _report_round(self, progress, trial, round_index, records):
         ticket, metric = records[0], SearchResult(records).metric
         controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
-        progress.line(f"trial {trial + 1}/{self.trials}, round {round_index}/"
+        progress.line(f"trial {trial + 1}/{self.options.trials}, round {round_index}/"
                       f"{self.schedule.rounds}: {ticket.weights_remaining:.2%} of weights, test "
                       f"{metric} at early stop {ticket.metric(metric):.4f} (iteration "
                       f"{ticket.early_stop_iteration}){controls}; about {progress.left()} left")
@@ -405,14 +360,8 @@ class LotteryTicketSearch:
         """The training steps this run has ahead (the trainings not committed yet)."""
         return sum(len(setup.steps(variant, r)) for trial in trials
                    for r in range(self.run_dir.completed_rounds(trial), self.schedule.rounds + 1)
-                   for variant in ("ticket", *(self.controls if r > 0 else ())))
+                   for variant in ("ticket", *(self.options.controls if r > 0 else ())))
 
 
-def names_or_objects(metrics):
-    if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):
-        raise SettingTypeError(f"metrics must be a list of Keras metric names or objects, got "
-                               f"{metrics!r}; write metrics=[{metrics!r}]")
-    return metrics
-
-
-
+LotteryTicketSearch.__init__.__signature__ = keyword_signature(
+    LotteryTicketSearch.__init__, SearchSettings, ImpSettings)

@@ -44,23 +44,18 @@ from tf_lottery.runs.rundir import read_json, write_json
 class TrialSetup:
     """What every training of a search shares; each trial gets it explicitly."""
 
-    schedule: object
-    settings: object
-    controls: tuple
-    eval_every: int
-    steps_per_execution: int
-    jit_compile: object             # "auto", True or False
-    verbose: int
-    seed: int
+    schedule: object                # the RewindingSchedule
+    settings: object                # the ImpSettings
+    options: object                 # the SearchSettings
+    steps_per_execution: int        # as the search resolved "auto" for the model's engine
     run_dir: object                 # the RunDirectory
-    monitor: str = "val_loss"       # the metric whose best value is the early stop
-    mode: str = "min"               # whether its best is the minimum or the maximum
     callbacks: tuple = ()           # the user's Keras callbacks, added to every fit
     summaries: object = None        # the SearchSummaries writing TensorBoard logs (or None)
     progress: object = None         # the Progress printing to the terminal (or None)
 
     def better(self, value: float, best: float) -> bool:
-        return value < best if self.mode == "min" else value > best
+        """Whether ``value`` of the monitored metric beats ``best``."""
+        return value < best if self.options.mode == "min" else value > best
 
     @property
     def plan(self) -> RoundPlan:
@@ -76,7 +71,8 @@ class TrialSetup:
 
     def round_seed(self, trial: int, round_index: int, variant: str) -> int:
         """The seed of one training: shuffling, dropout and the controls' draws."""
-        return (self.seed + trial) * 1_000_003 + round_index * 10 + VARIANTS.index(variant)
+        return (self.settings.seed + trial) * 1_000_003 + round_index * 10 + \
+            VARIANTS.index(variant)
 
 
 @dataclasses.dataclass
@@ -177,7 +173,7 @@ class RoundTracker(Callback):
         iteration = self.steps.start + state.step
         if self.capture and iteration == self.capture[0]:
             self.capture[1](self.model)
-        if iteration % setup.eval_every == 0 or state.step == len(self.steps):
+        if iteration % setup.options.eval_every == 0 or state.step == len(self.steps):
             metrics = self.evaluator(self.model)
             train_loss = float(logs["loss"]) if logs and "loss" in logs else 0.0
             if not (math.isfinite(metrics["val_loss"]) and math.isfinite(train_loss)):
@@ -186,8 +182,8 @@ class RoundTracker(Callback):
                 return
             state.last = dict(metrics, iteration=iteration)
             state.curve.append(dict(state.last, train_loss=train_loss))
-            if state.best is None or setup.better(metrics[setup.monitor],
-                                                  state.best[setup.monitor]):
+            if state.best is None or setup.better(metrics[setup.options.monitor],
+                                                  state.best[setup.options.monitor]):
                 state.best = state.last
             for listener in self.listeners:
                 listener(state)
@@ -326,7 +322,7 @@ class Trial:
                                        initial=self.rewind_point(),
                                        label=f"trial {self.trial}, ")
             next_masks.save(stage / "next_masks.npz")
-        for name in setup.controls if round_index > 0 else ():
+        for name in setup.options.controls if round_index > 0 else ():
             control, seed = CONTROLS[name], setup.round_seed(self.trial, round_index, name)
             control_masks = control.masks(masks, seed)
             trainings.append(self.train(name, round_index, control_masks,
@@ -395,11 +391,11 @@ class Trial:
                        epochs=math.ceil(len(steps) / per_epoch),
                        shuffle=False, initial_epoch=first_epoch,
                        callbacks=[tracker, backup, *setup.callbacks],
-                       verbose=2 if setup.verbose >= 2 else 0)  # Keras's lines per epoch
+                       verbose=2 if setup.options.verbose >= 2 else 0)  # Keras's lines per epoch
             try:
                 self._fit(seed, skip, fit)
             except Exception as error:  # XLA's refusals come as several error types
-                if tracker.state.step > start_step or not xla_refused(setup.jit_compile,
+                if tracker.state.step > start_step or not xla_refused(setup.options.jit_compile,
                                                                       model, error):
                     raise
                 without_xla(model, error)
@@ -410,7 +406,7 @@ class Trial:
             setup.progress.finished(state, state.step - start_step)
         if curve:
             if state.best is not None:
-                curve.early_stop(setup.monitor, state.best)
+                curve.early_stop(setup.options.monitor, state.best)
             curve.close()
         finite = all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
         if state.diverged_at is not None or not finite:
@@ -429,7 +425,7 @@ class Trial:
             early_stop_iteration=best["iteration"], val_loss=best["val_loss"],
             val_accuracy=best.get("val_accuracy"), test_accuracy=best.get("test_accuracy"),
             final_test_accuracy=last.get("test_accuracy"),
-            wall_time=state.seconds, monitor=setup.monitor,
+            wall_time=state.seconds, monitor=setup.options.monitor,
             val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
             final_test_metrics=_of_set(last, "test"))
         return Training(record, masks, model.masked_weights(), state.curve)

@@ -1,0 +1,166 @@
+"""SearchSettings: how a search trains, evaluates and reports, declared once.
+
+Every field is a keyword of :class:`~tf_lottery.LotteryTicketSearch` and a key of the YAML
+config (``tf-lottery run``, with ``key=value`` overrides); every value is checked here. The
+fields marked ``recorded`` belong to the experiment a run directory holds: ``config.json``
+records them, and a resume with other values is refused with the differences.
+
+Example::
+
+    options = SearchSettings(trials=3, eval_every=200)
+    options.recorded(str)   # {"controls": [...], "trials": 3, "batch_size": 60, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Union
+
+import tensorflow as tf
+
+from tf_lottery.core.controls import CONTROLS
+from tf_lottery.foundations.checks import (
+    did_you_mean,
+    names,
+    one_of,
+    positive_number,
+    whole_number,
+)
+from tf_lottery.foundations.errors import SettingError, SettingTypeError
+
+MODES = ("min", "max")
+STRATEGIES = {"mirrored": tf.distribute.MirroredStrategy,
+              "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
+PAPER_OPTIMIZER = ("adam", 1.2e-3)  # the paper's Lenet optimizer and learning rate
+
+
+def _recorded(default, keras_objects: bool = False):
+    """A field config.json records (``keras_objects``: a loss or metrics, serialized)."""
+    return dataclasses.field(default=default, metadata={"recorded": True,
+                                                        "keras_objects": keras_objects})
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """The options of a search besides its schedule and its IMP settings.
+
+    Args:
+      controls: any of :data:`tf_lottery.core.controls.CONTROLS` ("random_reinit",
+        "random_pruning"), trained in rounds >= 1.
+      trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
+      optimizer: an optimizer of the model's Keras (copied for every training), or a Keras
+        identifier (``"sgd"``, ``{"class_name": "adam", "config": {...}}``) resolved with
+        the model's Keras; None: Adam at 1.2e-3, the paper's.
+      learning_rate: the learning rate of an optimizer given by identifier (None: its own).
+      batch_size, eval_every: the paper uses 60 and 100 (``batch_size`` batches arrays; a
+        tf.data training set comes batched).
+      loss, metrics: what every training is compiled with: Keras names, identifiers or
+        objects (default: sparse categorical cross-entropy from logits, and accuracy: the
+        paper's classifier).
+      monitor, mode: the evaluated metric whose best value ("min" or "max") is the
+        early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
+      steps_per_execution: training steps per compiled call; "auto" runs from one
+        evaluation (or round end, or rewind capture) to the next in one call, but one step
+        per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
+        run more there). On training arrays under XLA (TensorFlow backend) a call is one
+        XLA program of all its steps (``tf_lottery.engines.fused``); elsewhere Keras's loop
+        of compiled steps. Under gradient accumulation a step is
+        ``gradient_accumulation_steps`` batches.
+      jit_compile: XLA for the training steps (TensorFlow backends): "auto" tries it and
+        falls back, with a message, where the model does not compile under XLA; True
+        insists; False turns it off. (JAX always compiles. Evaluations run in a TensorFlow
+        graph without XLA, faster for their large batches on CPUs.)
+      tensorboard: write TensorBoard logs into ``RUN_DIR/logs``.
+      verbose: progress bars (1), Keras's line per epoch too (2) or nothing (0).
+      strategy: a ``tf.distribute.Strategy`` to build and train every model under, or its
+        name: "mirrored" (the devices of this machine), "multi_worker" (``TF_CONFIG``'s
+        workers); None: TensorFlow's default.
+    """
+
+    controls: tuple = _recorded(tuple(CONTROLS))
+    trials: int = _recorded(1)
+    optimizer: object = None  # config.json records the optimizer it resolves to
+    learning_rate: Optional[float] = None
+    batch_size: int = _recorded(60)
+    eval_every: int = _recorded(100)
+    loss: object = _recorded(None, keras_objects=True)
+    metrics: tuple = _recorded(("accuracy",), keras_objects=True)
+    monitor: str = _recorded("val_loss")
+    mode: str = _recorded("min")
+    steps_per_execution: Union[int, str] = "auto"  # recorded as the search resolves it
+    jit_compile: Union[bool, str] = _recorded("auto")
+    tensorboard: bool = True
+    verbose: int = 1
+    strategy: object = None  # recorded as its replica count
+
+    def __post_init__(self):
+        controls = names(self.controls, "controls")
+        for control in controls:
+            if control not in CONTROLS:
+                raise SettingError(f"unknown control {control!r}."
+                                   f"{did_you_mean(control, CONTROLS)} The controls: "
+                                   f"{', '.join(CONTROLS)}")
+        self._set("controls", tuple(c for c in CONTROLS if c in controls))
+        for key in ("trials", "batch_size", "eval_every"):
+            self._set(key, whole_number(getattr(self, key), key))
+        self._set("verbose", whole_number(self.verbose, "verbose", minimum=0))
+        if self.learning_rate is not None:
+            self._set("learning_rate", positive_number(self.learning_rate, "learning_rate"))
+            if self.optimizer is not None and not isinstance(self.optimizer, (str, dict)):
+                raise SettingError("learning_rate applies to an optimizer given by name; "
+                                   "give the optimizer object its learning rate instead")
+        if isinstance(self.metrics, str) or not hasattr(self.metrics, "__iter__"):
+            raise SettingTypeError(f"metrics must be a list of Keras metric names or "
+                                   f"objects, got {self.metrics!r}; write "
+                                   f"metrics=[{self.metrics!r}]")
+        self._set("metrics", tuple(self.metrics))
+        if not isinstance(self.monitor, str) or not self.monitor.startswith("val_"):
+            raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
+                               f"\"val_accuracy\", \"val_mae\", ...), got {self.monitor!r}")
+        one_of(self.mode, "mode", MODES)
+        if self.steps_per_execution != "auto":
+            self._set("steps_per_execution",
+                      whole_number(self.steps_per_execution, "steps_per_execution"))
+        one_of(self.jit_compile, "jit_compile", ("auto", True, False))
+        one_of(self.tensorboard, "tensorboard", (True, False))
+        if self.strategy is None or isinstance(self.strategy, str):
+            one_of(self.strategy, "strategy", (None, *STRATEGIES))
+        elif not isinstance(self.strategy, tf.distribute.Strategy):
+            raise SettingTypeError(f"strategy must be a tf.distribute.Strategy or one of "
+                                   f"{', '.join(STRATEGIES)}, got {type(self.strategy).__name__}")
+
+    def _set(self, key, value) -> None:
+        object.__setattr__(self, key, value)
+
+    def recorded(self, serialize) -> dict:
+        """The recorded fields as config.json holds them: lists for tuples, Keras objects
+        through ``serialize`` (the model's engine's)."""
+        recorded = {}
+        for field in dataclasses.fields(self):
+            if not field.metadata.get("recorded"):
+                continue
+            value = getattr(self, field.name)
+            if field.metadata["keras_objects"]:
+                value = [serialize(v) for v in value] if isinstance(value, tuple) else \
+                    serialize(value)
+            recorded[field.name] = list(value) if isinstance(value, tuple) else value
+        return recorded
+
+    def optimizer_identifier(self) -> tuple:
+        """``(identifier, settings)`` the model's engine makes the optimizer from."""
+        if self.optimizer is None:
+            name, rate = PAPER_OPTIMIZER
+            return name, {"learning_rate": self.learning_rate or rate}
+        rate = {} if self.learning_rate is None else {"learning_rate": self.learning_rate}
+        return self.optimizer, rate
+
+    def distribution(self) -> tf.distribute.Strategy:
+        """The strategy to build and train under (made now from a name)."""
+        if isinstance(self.strategy, str):
+            return STRATEGIES[self.strategy]()
+        return self.strategy or tf.distribute.get_strategy()
+
+    def to_config(self) -> dict:
+        """Every field as the YAML config writes it (the values given)."""
+        return {field.name: list(value) if isinstance(value, tuple) else value
+                for field in dataclasses.fields(self) for value in [getattr(self, field.name)]}
