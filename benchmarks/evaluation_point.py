@@ -25,8 +25,9 @@ import tensorflow as tf  # noqa: E402
 from tf_lottery.core.schedule import RewindingSchedule  # noqa: E402
 from tf_lottery.core.settings import ImpSettings  # noqa: E402
 from tf_lottery.imp.wrap import prepare  # noqa: E402
+from tf_lottery.search.evaluation import Evaluator  # noqa: E402
 from tf_lottery.search.inputs import EvaluationInput, evaluation_batch_size  # noqa: E402
-from tf_lottery.search.trial import Evaluator, compile_model  # noqa: E402
+from tf_lottery.search.trial import compile_model  # noqa: E402
 from tf_lottery.zoo.data import load_dataset  # noqa: E402
 from tf_lottery.zoo.models import keras_module, lenet_300_100  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tf_lottery.cli.config import RunConfig  # noqa: E402
-from tf_lottery.runs.rundir import write_atomic, write_json  # noqa: E402
+from tf_lottery.foundations.atomic import write_atomic, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

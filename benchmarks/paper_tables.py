@@ -37,8 +37,8 @@ from pathlib import Path
 from paper_lenet import reference_accuracy
 
 from tf_lottery.cli.config import RunConfig
+from tf_lottery.foundations.atomic import write_atomic
 from tf_lottery.runs.results import SearchResult
-from tf_lottery.runs.rundir import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ABOVE_BY, AT_WITHIN = 0.3, 0.1  # points of test accuracy, the claims' thresholds

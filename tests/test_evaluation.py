@@ -7,8 +7,9 @@ import tensorflow as tf
 from tf_lottery.core.schedule import RewindingSchedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.imp.wrap import prepare
+from tf_lottery.search.evaluation import Evaluator
 from tf_lottery.search.inputs import EvaluationInput
-from tf_lottery.search.trial import Evaluator, compile_model
+from tf_lottery.search.trial import compile_model
 
 from helpers import small_mlp
 

@@ -1,4 +1,5 @@
-"""Writing files and folders so that a crash leaves the old state or the new, never half.
+"""Writing files and folders so that a crash leaves the old state or the new, never half;
+JSON written that way and read back with damage named.
 
 Example::
 
@@ -10,12 +11,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from tf_lottery.foundations.errors import AlreadyExistsError
+from tf_lottery.foundations.errors import AlreadyExistsError, DamagedFileError
 
 
 @contextlib.contextmanager
@@ -46,3 +48,28 @@ def remove(path: str | os.PathLike) -> None:
     hidden = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     os.replace(path, hidden / path.name)
     shutil.rmtree(hidden, ignore_errors=True)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a staged file and a rename."""
+    with replacing(path) as staged:
+        staged.write_text(text, encoding="utf-8")
+
+
+def to_json(value) -> str:
+    """JSON text of ``value``; NumPy scalars and arrays become plain numbers and lists."""
+    return json.dumps(value, indent=2, sort_keys=True,
+                      default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    write_atomic(path, to_json(value) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON in ``path``; an unreadable file is a DamagedFileError that names it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedFileError(f"{path} is not valid JSON ({error}): it was truncated or "
+                               "altered. Restore it from a backup.") from error

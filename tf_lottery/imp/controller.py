@@ -25,7 +25,7 @@ from tf_lottery.core.schedule import RewindingSchedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import Callback, LotteryModel, RoundCallback, RoundDriver, engine_for
 from tf_lottery.foundations.errors import SettingError
-from tf_lottery.imp.rewind import OptimizerReset, load_rewind_point, save_rewind_point
+from tf_lottery.imp.rewind import OptimizerReset, RewindPoints
 from tf_lottery.imp.rounds import start_round, trained_masks
 
 
@@ -54,8 +54,7 @@ class RoundController(Callback, RoundDriver):
                  history=()):
         super().__init__()
         self.schedule, self.settings = schedule, settings
-        self.policy = settings.policy
-        self.plan = RoundPlan(schedule, self.policy)
+        self.plan = RoundPlan(schedule, settings.policy)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.history: list[RoundSummary] = [
             h if isinstance(h, RoundSummary) else RoundSummary(**h) for h in history]
@@ -65,8 +64,7 @@ class RoundController(Callback, RoundDriver):
         self._epoch_start = 0
         self.optimizer = self.engine = None  # what trains the model (set by begin)
         self._optimizer_reset = None
-        self._start_point = None    # where rounds start (rewinding policies)
-        self._reference = None      # the rewind point criteria compare with (θ0 otherwise)
+        self.points = RewindPoints(self.checkpoint_dir, settings.policy)
 
     @property
     def round(self) -> int:
@@ -80,10 +78,9 @@ class RoundController(Callback, RoundDriver):
     def _pending_steps(self, step: int) -> list[int]:
         """The steps after ``step`` at which the controller must act: round ends and the
         rewind capture."""
-        pending = [end for end in self.plan.ends[:-1] if end > step]
-        if self.policy.rewinds_weights and step < self.policy.rewind_step:
-            pending.append(self.policy.rewind_step)
-        return pending
+        capture = self.points.capture_step
+        return [end for end in self.plan.ends[:-1] if end > step] + \
+            ([capture] if capture is not None and step < capture else [])
 
     # --- what every driver calls ------------------------------------------------------
 
@@ -96,18 +93,15 @@ class RoundController(Callback, RoundDriver):
         self._anchor = (self.step, self.engine.pending_batches(optimizer), -1)
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not optimizer:
             self._optimizer_reset = OptimizerReset(optimizer, model.trainable_variables)
-        if self.policy.rewinds_weights and self.step >= self.policy.rewind_step:
-            self._start_point = load_rewind_point(self.checkpoint_dir, self.policy.rewind_step,
-                                                  model)
-        self._reference = self._start_point or load_rewind_point(self.checkpoint_dir, 0, model)
+        self.points = RewindPoints(self.checkpoint_dir, self.settings.policy)  # read afresh
+        self.points.check(model, self.step)
 
     def advance(self, step: int, logs=None) -> None:
         """The model has taken ``step`` steps: capture the rewind point and end the rounds
         it has passed."""
         previous, self.step = self.step, step
-        if self.policy.rewinds_weights and previous < self.policy.rewind_step <= step:
-            self._start_point = self._reference = save_rewind_point(
-                self.model, self.checkpoint_dir, self.policy.rewind_step)
+        if self.points.captures(previous, step):
+            self.points.capture(self.model)
         for finished in range(self.plan.round_at(previous), self.plan.round_at(step)):
             self._optimizer_reset.finalize()
             self._record(finished, logs)
@@ -240,8 +234,8 @@ class RoundController(Callback, RoundDriver):
 
     def _end_round(self, next_round):
         masks = trained_masks(self.model, self.schedule, self.settings, next_round,
-                              initial=self._reference)
-        start_round(self.model, masks, self._start_point)
+                              initial=self.points.reference(self.model))
+        start_round(self.model, masks, self.points.start(self.model))
         self._optimizer_reset.reset(step=self.plan.steps(next_round).start)
 
     def get_config(self):

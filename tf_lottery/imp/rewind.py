@@ -112,8 +112,70 @@ def save_rewind_point(model, checkpoint_dir, step: int) -> RewindPoint:
     return point
 
 
-def load_rewind_point(checkpoint_dir, step: int, model) -> RewindPoint:
-    return RewindPoint.load(rewind_point_dir(checkpoint_dir, step), model)
+class RewindPoints:
+    """The rewind points of one IMP run in its checkpoint directory, and the rewind policy's
+    decisions on them, made here only: which step round 0 captures (late rewinding), where
+    later rounds start (a rewind point, or None: the trained weights) and what criteria
+    compare the trained weights with (the start point, else θ0). Points are read (and
+    checked) once.
+
+    Example::
+
+        points = RewindPoints("run/trial_0/rewind", policy_for(500))
+        points.capture_step                   # 500
+        points.start(model)                   # the weights of iteration 500
+    """
+
+    def __init__(self, checkpoint_dir, policy):
+        self.directory, self.policy = Path(checkpoint_dir), policy
+        self._loaded = {}
+
+    @property
+    def capture_step(self):
+        """The step of round 0 whose weights later rounds rewind to, if it must be captured
+        (θ0 is written before training; None without late rewinding)."""
+        step = self.policy.rewind_step
+        return step if step else None
+
+    def captures(self, previous: int, step: int) -> bool:
+        """Whether training from ``previous`` to ``step`` passes the capture step."""
+        return self.capture_step is not None and previous < self.capture_step <= step
+
+    def capture(self, model) -> RewindPoint:
+        """Write ``model``'s weights as the point of the capture step."""
+        self._loaded[self.capture_step] = save_rewind_point(model, self.directory,
+                                                            self.capture_step)
+        return self._loaded[self.capture_step]
+
+    def theta0(self, model) -> RewindPoint:
+        """θ0, written first (``save_theta0``) and read back as it is on disk."""
+        return self._point(0, model)
+
+    def save_theta0(self, model) -> None:
+        """Write ``model``'s weights as θ0 unless they are there already."""
+        if not rewind_point_dir(self.directory, 0).exists():
+            save_rewind_point(model, self.directory, 0)
+
+    def start(self, model):
+        """The weights rounds after the first start from (None: the trained ones)."""
+        return self._point(self.policy.rewind_step, model) \
+            if self.policy.rewinds_weights else None
+
+    def check(self, model, step: int) -> None:
+        """Read (and check) now the points a run at ``step`` uses: θ0, and the captured one
+        once the run has passed it; a damaged one fails before any training."""
+        self.theta0(model)
+        if self.capture_step is not None and step >= self.capture_step:
+            self.start(model)
+
+    def reference(self, model) -> RewindPoint:
+        """What criteria compare the trained weights with: the start point, else θ0."""
+        return self.start(model) or self.theta0(model)
+
+    def _point(self, step: int, model) -> RewindPoint:
+        if step not in self._loaded:
+            self._loaded[step] = RewindPoint.load(rewind_point_dir(self.directory, step), model)
+        return self._loaded[step]
 
 
 class OptimizerReset:

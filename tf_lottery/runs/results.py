@@ -14,13 +14,8 @@ import numpy as np
 from tf_lottery.foundations.atomic import replacing
 from tf_lottery.core.controls import CONTROLS
 from tf_lottery.foundations.errors import NotARunDirectoryError, RunDirectoryError
-from tf_lottery.runs.rundir import (
-    RunDirectory,
-    config_differences,
-    read_json,
-    write_atomic,
-    write_json,
-)
+from tf_lottery.foundations.atomic import read_json, write_atomic, write_json
+from tf_lottery.runs.rundir import RunDirectory, config_differences
 
 VARIANTS = ("ticket", *CONTROLS)
 RESULTS_JSON = "results.json"
@@ -342,7 +337,7 @@ class _RunRecords:
         """The records and learning curves of ``trial``'s committed rounds."""
         records, curves = [], {}
         for round_index in range(self.run.completed_rounds(trial)):
-            metrics = read_json(self.run.round(trial, round_index) / "metrics.json")
+            metrics = read_json(self.run.round_files(trial, round_index).metrics())
             records += [RoundRecord(**row) for row in metrics["records"]]
             curves.update({(trial, round_index, variant): curve
                            for variant, curve in metrics.get("curves", {}).items()})

@@ -21,7 +21,9 @@ Layout::
 
 A round is written into a hidden staging folder and renamed into place when complete, so
 a crash leaves either the whole round or none of it. Resuming checks every committed
-folder's checksums, then continues after the last committed round of each trial.
+folder's checksums, then continues after the last committed round of each trial. Every
+name in this layout is spelled here: :class:`RunDirectory`, :class:`RoundFiles` (a round's
+files) and :class:`BackupFiles` (one epoch backup of a training).
 """
 
 from __future__ import annotations
@@ -35,37 +37,19 @@ import shutil
 import time
 from pathlib import Path
 
-from tf_lottery.foundations.atomic import remove, replacing
+from tf_lottery.foundations.atomic import (
+    read_json,
+    remove,
+    replacing,
+    to_json,
+    write_atomic,
+    write_json,
+)
 from tf_lottery.engines import engine_named
 from tf_lottery.foundations.errors import DamagedFileError, NotARunDirectoryError, RunDirectoryError
 from tf_lottery.foundations.integrity import verify, write_manifest
 from tf_lottery.core.masks import Masks
 from tf_lottery.imp.rewind import RewindPoint
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a staged file and a rename."""
-    with replacing(path) as staged:
-        staged.write_text(text, encoding="utf-8")
-
-
-def to_json(value) -> str:
-    """JSON text of ``value``; NumPy scalars and arrays become plain numbers and lists."""
-    return json.dumps(value, indent=2, sort_keys=True,
-                      default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
-
-
-def write_json(path: str | os.PathLike, value) -> None:
-    write_atomic(path, to_json(value) + "\n")
-
-
-def read_json(path: str | os.PathLike):
-    """The JSON in ``path``; an unreadable file is a DamagedFileError that names it."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DamagedFileError(f"{path} is not valid JSON ({error}): it was truncated or "
-                               "altered. Restore it from a backup.") from error
 
 
 def config_differences(old, new, prefix=""):
@@ -83,6 +67,58 @@ def config_differences(old, new, prefix=""):
         shown = [json.dumps(v)[:80] for v in (old, new)]
         return [f"{prefix.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
     return []
+
+
+class RoundFiles:
+    """The files of one round of one trial, in its committed folder or in the staging
+    folder it is written into: per variant its masks (the ticket's trained weights too),
+    the next round's masks and the round's metrics and curves."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def masks(self, variant: str) -> Path:
+        return self.folder / variant / "masks.npz"
+
+    def ticket_weights(self) -> Path:
+        return self.folder / "ticket" / "weights"
+
+    def next_masks(self) -> Path:
+        return self.folder / "next_masks.npz"
+
+    def metrics(self) -> Path:
+        return self.folder / "metrics.json"
+
+
+class BackupFiles:
+    """One epoch backup of a training in progress: the weights, the optimizer's state and
+    the training's state (``epoch_NNNN/``)."""
+
+    PREFIX = "epoch_"
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @classmethod
+    def of_epoch(cls, training_folder, epoch: int) -> BackupFiles:
+        return cls(Path(training_folder) / f"{cls.PREFIX}{epoch:04d}")
+
+    @classmethod
+    def all(cls, training_folder) -> list:
+        """The backups in a training's folder, oldest first."""
+        return [cls(p) for p in sorted(Path(training_folder).glob(f"{cls.PREFIX}*"))]
+
+    @property
+    def weights(self) -> Path:
+        return self.folder / "weights"
+
+    @property
+    def optimizer(self) -> Path:
+        return self.folder / "optimizer.npz"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.json"
 
 
 class RunDirectory:
@@ -168,8 +204,32 @@ class RunDirectory:
         """Remove the epoch backups of ``trial``: its last round is committed."""
         remove(self.in_progress(trial))
 
+    def training_backups(self, trial: int, round_index: int, variant: str) -> Path:
+        """The folder of one training's epoch backups (:class:`BackupFiles`)."""
+        return self.in_progress(trial) / f"round_{round_index:02d}_{variant}"
+
+    def keep_backups_of(self, trial: int, round_index: int) -> None:
+        """Remove the epoch backups of other rounds than ``round_index`` (committed ones);
+        backups of the layout before one folder per training (``in_progress/epoch_NNNN``)
+        move to theirs."""
+        for backup in BackupFiles.all(self.in_progress(trial)):
+            # no state where that layout's removal was killed
+            saved = read_json(backup.state) if backup.state.exists() else {}
+            if saved.get("round") == round_index:
+                folder = self.training_backups(trial, round_index, saved["variant"])
+                folder.mkdir(parents=True, exist_ok=True)
+                backup.folder.rename(folder / backup.folder.name)
+            else:
+                remove(backup.folder)
+        for folder in self.in_progress(trial).glob("round_*"):
+            if not folder.name.startswith(f"round_{round_index:02d}_"):
+                remove(folder)
+
     def round(self, trial: int, round_index: int) -> Path:
         return self.trial(trial) / f"round_{round_index:02d}"
+
+    def round_files(self, trial: int, round_index: int) -> RoundFiles:
+        return RoundFiles(self.round(trial, round_index))
 
     def completed_rounds(self, trial: int) -> int:
         """How many rounds of ``trial`` are committed (rounds 0 .. n-1)."""
@@ -220,8 +280,9 @@ class RunDirectory:
         architecture = (self.path / self.MODEL).read_text(encoding="utf-8")
         rebuildable = json.loads(architecture).get("config", {}) is not None
         model = engine.from_json(architecture) if rebuildable or build is None else build()
-        RewindPoint.load(folder / "ticket" / "weights", model).restore(
-            model, Masks.load(folder / "ticket" / "masks.npz"))
+        files = RoundFiles(folder)
+        RewindPoint.load(files.ticket_weights(), model).restore(
+            model, Masks.load(files.masks("ticket")))
         return model, round_index
 
     def trials(self) -> list[int]:
@@ -229,8 +290,9 @@ class RunDirectory:
 
     @contextlib.contextmanager
     def staging(self, trial: int, round_index: int):
-        """A folder to write round ``round_index`` into; committed by rename on success."""
+        """The files of round ``round_index`` in a staging folder, committed by rename on
+        success."""
         with replacing(self.round(trial, round_index), keep_existing=True) as stage:
             stage.mkdir()
-            yield stage
+            yield RoundFiles(stage)
             write_manifest(stage)

@@ -129,6 +129,10 @@ class SearchSettings:
             raise SettingTypeError(f"strategy must be a tf.distribute.Strategy or one of "
                                    f"{', '.join(STRATEGIES)}, got {type(self.strategy).__name__}")
 
+    def better(self, value: float, best: float) -> bool:
+        """Whether ``value`` of the monitored metric beats ``best``."""
+        return value < best if self.mode == "min" else value > best
+
     def _set(self, key, value) -> None:
         object.__setattr__(self, key, value)
 

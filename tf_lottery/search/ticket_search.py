@@ -331,17 +331,17 @@ class LotteryTicketSearch:
                                [t.record for t in trainings])
             if next_masks is not None:
                 masks = next_masks
-                start = run.rewind_point() if self.settings.policy.rewinds_weights else trained
+                start = run.points.start(run.model) or trained
         self.run_dir.discard_backups(trial)
         if setup.summaries:
             setup.summaries.trial_finished(trial, [
-                Masks.load(self.run_dir.round(trial, r) / "ticket" / "masks.npz")
+                Masks.load(self.run_dir.round_files(trial, r).masks("ticket"))
                 for r in range(self.schedule.rounds + 1)])
 
     def _summarize(self, summaries, trial, round_index, trainings):
         for training in trainings:
-            previous = self.run_dir.round(trial, round_index - 1) / training.record.variant / \
-                "masks.npz"
+            previous = self.run_dir.round_files(trial, round_index - 1).masks(
+                training.record.variant)
             summaries.round_committed(
                 training.record, training.masks,
                 Masks.load(previous) if previous.is_file() else None, training.weights)
