@@ -52,7 +52,7 @@ def _export(args) -> None:
     if args.quantize != "none" or args.dense:
         options = {"quantize": None if args.quantize == "none" else args.quantize,
                    "sparse": not args.dense}
-    FORMATS[args.format].options(**options)  # refuse what the format does not take, first
+    FORMATS[args.format].with_options(**options)  # refuse what the format does not take, first
     run = RunDirectory(args.run_dir)
     recorded = run.path / RunConfig.RECORD
     # the recorded config imports the user's model module (its layers' classes) and data

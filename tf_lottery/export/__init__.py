@@ -1,12 +1,13 @@
 """Export a ticket: a stripped SavedModel, or a sparse TFLite file verified in LiteRT.
 
-One pipeline (:mod:`tf_lottery.export.pipeline`) with a format adapter per format
-(:data:`FORMATS`: ``saved_model``, ``tflite``). Every export strips tf_lottery's masking
-(the masks stay as exact zeros), writes into a temporary path beside the target, loads
-what it wrote back, compares the outputs with the Keras model's, and only then moves the
-result into place; a failed check raises :class:`ExportError` and leaves nothing behind.
-Every export returns an :class:`ExportReport`, prints it and saves it as JSON beside the
-export (``<export>.report.json``).
+One pipeline (:mod:`tf_lottery.export.pipeline`) with a format per format name
+(:data:`FORMATS`: ``saved_model``, ``tflite``), each made with its own options. Every
+export strips tf_lottery's masking (the masks stay as exact zeros), writes into a
+temporary path beside the target, loads what it wrote back, compares the outputs with the
+Keras model's, and only then moves the result into place; a failed check raises
+:class:`ExportError` and leaves nothing behind. Every export returns an
+:class:`ExportReport`, prints it and saves it as JSON beside the export
+(``<export>.report.json``).
 
 Example::
 
@@ -20,14 +21,87 @@ from tf_lottery.export.pipeline import (
     FORMATS,
     RANDOM_SAMPLES,
     SAVED_MODELS_DIR,
+    ExportedModel,
     ExportFormat,
     export_model,
 )
 from tf_lottery.export.report import ExportReport, report_path
-from tf_lottery.export.saved_model import export_saved_model
-from tf_lottery.export.tflite import CALIBRATION_SAMPLES, QUANTIZE, export_tflite
+from tf_lottery.export.saved_model import SavedModelFormat
+from tf_lottery.export.tflite import CALIBRATION_SAMPLES, QUANTIZE, TFLiteFormat
+from tf_lottery.foundations.declared import keyword_signature
 from tf_lottery.foundations.errors import ExportError
 
+
+def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
+                  **options) -> ExportReport:
+    """Convert ``model`` to TFLite, run the file in LiteRT, and keep it only if it agrees.
+
+    The weights are stored sparse (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``) unless
+    ``sparse=False``. The written file is loaded in ``ai_edge_litert``'s interpreter (one
+    thread, default delegates), run image by image on the verification inputs (int8 inputs
+    quantized and outputs dequantized with the file's scale and zero point) and compared
+    with the Keras model: a float32 export must match within ``FLOAT_TOLERANCE``, a
+    quantized one must agree (pick the same class) on at least ``min_agreement`` of the
+    inputs. Latency is the median of ``latency_runs`` single-image runs, interleaved with
+    the dense float32 TFLite of the same model, converted in memory.
+
+    A combination LiteRT cannot run (unstructured sparse int8, sparse dynamic range) or
+    that would lose weights (a partial last block) raises ExportError naming the fix and
+    leaves no file; it never falls back to another encoding on its own.
+
+    Args:
+      model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
+        (tf_keras, or Keras 3 on the TensorFlow backend); one input, one output.
+      path: a file that does not exist yet (default
+        ``saved_models/<model name>_<sparse|dense>_<float32|dynamic|int8>.tflite`` in the
+        working directory).
+      test_data: ``(x, y)`` or ``x`` to verify on and measure accuracy with; default: the
+        representative data, else uniform random inputs in [0, 1).
+      verbose: print the report.
+      **options: :class:`~tf_lottery.export.tflite.TFLiteFormat`'s: ``quantize`` (None:
+        float32, "dynamic": int8 weights and float activations, "int8": full integer, int8
+        input and output), ``representative_data`` (``x`` or ``(x, y)``, inputs that
+        calibrate int8, the first ``CALIBRATION_SAMPLES``; required for, and only for,
+        ``quantize="int8"``), ``sparse`` (store the weights in TFLite's sparse format),
+        ``min_agreement`` (the least agreement with Keras a quantized export must reach),
+        ``latency_runs`` (timed runs per model).
+
+    Example::
+
+        report = tfl.export_tflite(ticket, quantize="int8", representative_data=x_train[:500],
+                                   test_data=(x_test, y_test))
+        print(report.speedup, report.size_reduction)
+    """
+    return export_model(model, "tflite", path, test_data, verbose=verbose, **options)
+
+
+def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True) -> ExportReport:
+    """Write ``model`` stripped of its masking as a SavedModel, verified after writing.
+
+    The SavedModel has a ``serving_default`` signature. Before it is moved into place it is
+    loaded with ``tf.saved_model.load``: its variables must equal the stripped model's bit
+    for bit (so its kernels hold the masks' zeros) and its predictions the Keras model's.
+
+    Args:
+      model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
+        (tf_keras, or Keras 3 on the TensorFlow backend); one input, one output.
+      path: a directory that does not exist yet (default ``saved_models/<model name>`` in
+        the working directory).
+      test_data: ``(x, y)`` or ``x`` to verify on (and measure accuracy with, given ``y``);
+        default: uniform random inputs in [0, 1).
+      verbose: print the report.
+
+    Example::
+
+        report = tfl.export_saved_model(pruned, "saved_models/lenet", test_data=(x, y))
+        served = tf.saved_model.load("saved_models/lenet").signatures["serving_default"]
+    """
+    return export_model(model, "saved_model", path, test_data, verbose=verbose)
+
+
+export_tflite.__signature__ = keyword_signature(export_tflite, TFLiteFormat)
+
 __all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "QUANTIZE", "RANDOM_SAMPLES",
-           "SAVED_MODELS_DIR", "ExportError", "ExportFormat", "ExportReport", "export_model",
-           "export_saved_model", "export_tflite", "report_path"]
+           "SAVED_MODELS_DIR", "ExportError", "ExportFormat", "ExportReport", "ExportedModel",
+           "SavedModelFormat", "TFLiteFormat", "export_model", "export_saved_model",
+           "export_tflite", "report_path"]

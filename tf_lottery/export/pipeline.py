@@ -8,12 +8,14 @@ the adapter's fix: an export never leaves a file that does not load, run and agr
 Nothing is overwritten.
 
 A new format is an :class:`ExportFormat` subclass registered in :data:`FORMATS`
-(``export/saved_model.py`` and ``export/tflite.py`` are the two there are).
+(``export/saved_model.py`` and ``export/tflite.py`` are the two there are); the model it
+gets is an :class:`ExportedModel`, looked at once (engine, plain model, kept kernels).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import tarfile
@@ -24,7 +26,7 @@ import numpy as np
 
 from tf_lottery.core.masks import Masks
 from tf_lottery.engines import engine_for
-from tf_lottery.export.report import ExportReport, report_path
+from tf_lottery.export.report import BLOCK_SIZES, ExportReport, report_path
 from tf_lottery.foundations.atomic import replacing
 from tf_lottery.foundations.checks import did_you_mean
 from tf_lottery.foundations.errors import (
@@ -38,72 +40,113 @@ SAVED_MODELS_DIR = Path("saved_models")  # exports without a path: under the wor
 RANDOM_SAMPLES = 64         # uniform [0, 1) inputs verified when no data is given
 FLOAT_TOLERANCE = 1e-4      # max |export - Keras| of a float export, relative to max |Keras|
 REGRESSION_TOLERANCE = 0.05  # a quantized single-output export agrees within 5% of the range
-SPARSE_BLOCK = {"int8": 16, None: 4}  # the 1 x n blocks TFLite's sparse kernels take
 
 FORMATS: dict = {}
 
 
 def register_format(cls):
     """Add an ExportFormat subclass to :data:`FORMATS` under its ``name``."""
-    FORMATS[cls.name] = cls()
+    FORMATS[cls.name] = cls
     return cls
+
+
+class ExportedModel:
+    """The model an export converts, looked at once: its engine, the plain model
+    (tf_lottery's masking stripped, pruned weights exactly 0), the kept entries of its
+    prunable kernels, and its one input's shape and dtype."""
+
+    def __init__(self, model):
+        self.engine = engine_for(model)
+        self.engine.check_model(model)
+        inputs, outputs = self.engine.io_counts(model)
+        if inputs != 1 or outputs != 1:
+            raise SettingError(f"export verifies models with one input and one output; "
+                               f"{model.name!r} has {inputs} inputs and {outputs} outputs")
+        self.model = self.engine.plain(model)
+        self.name = self.model.name
+        self.kept = self._kept_kernels()
+        self.input_shape, self.input_dtype = self.engine.input_spec(self.model)
+
+    def _kept_kernels(self) -> Masks:
+        """Nonzero entries of the prunable kernels (rank >= 2)."""
+        engine = self.engine
+        return Masks({path: variable.numpy() != 0
+                      for prefix, layer in engine.layers(self.model)
+                      for path, variable in engine.weight_paths(layer, prefix).items()
+                      if len(variable.shape) >= 2 and any(
+                          variable is prunable for prunable in engine.default_prunable(layer))})
+
+    def block(self, sizes=BLOCK_SIZES) -> int:
+        """The largest of ``sizes`` in which every kernel is pruned (else 1): a block is that
+        many consecutive weights along a kernel's input axis (the axis TFLite's sparse
+        FullyConnected kernels block; the input channels of a convolution). A ticket made
+        with ``block_size=16`` gives 16; a dense kernel fits any block size."""
+        return next((size for size in sizes
+                     if all(_whole_blocks(k, size) for k in self.kept.values())), 1)
+
+    def predict(self, x) -> np.ndarray:
+        return np.asarray(self.model.predict(x, batch_size=256, verbose=0))
 
 
 class ExportFormat:
     """How one format writes, loads and runs a model; the pipeline does the rest.
 
-    ``options(**kwargs)`` checks the format's own options and returns them as a dict,
-    ``prepare(model, options)`` binds them to the stripped model. ``encoding(options)``
-    names what will be written, ``default_name(model, options)`` its file name under
-    ``saved_models/``, ``check(model, options, path)`` refuses what would not work before
-    anything is converted, ``write(model, staged, options)`` writes it, ``run(model,
-    staged, x, options)`` loads what was written and returns its outputs on ``x`` and what
-    it measured (report fields), ``fix(model, options)`` says how to get an export that
-    works when a check fails.
+    Made with the format's own options (checked there). ``prepare(exported)`` binds them
+    to the model (e.g. calibration data shaped for its input), ``encoding`` names what will
+    be written, ``default_name(exported)`` its file name under ``saved_models/``,
+    ``check(exported, path)`` refuses what would not work before anything is converted,
+    ``write(exported, staged)`` writes it, ``run(exported, staged, x)`` loads what was
+    written and returns its outputs on ``x`` and what it measured (report fields),
+    ``fix(exported)`` says how to get an export that works when a check fails. The
+    ``exported`` argument is the :class:`ExportedModel`.
     """
 
     name = ""
     label = ""
+    encoding = "float32"
+    # None: outputs must equal Keras's within FLOAT_TOLERANCE; else the least fraction of
+    # inputs a (quantized) export must agree on
+    required_agreement = None
 
-    def options(self, **options) -> dict:
-        if options:
-            raise SettingError(f"{self.label} exports take no {', '.join(options)}")
-        return {}
+    @classmethod
+    def with_options(cls, **options) -> ExportFormat:
+        """The format made with ``options``; one it does not take is refused, named."""
+        taken = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - taken)
+        if unknown:
+            raise SettingError(cls.refusal(unknown))
+        return cls(**options)
 
-    def prepare(self, model, options) -> dict:
-        """The options bound to the stripped ``model`` (e.g. calibration data shaped for it)."""
-        return options
+    @classmethod
+    def refusal(cls, options: list) -> str:
+        return (f"{cls.label} exports take no {', '.join(options)}; they take "
+                f"{', '.join(f.name for f in dataclasses.fields(cls)) or 'no options'}")
 
-    def encoding(self, options) -> str:
-        return "float32"
+    def prepare(self, exported: ExportedModel) -> None:
+        """Bind the options to the model, refusing a model the format cannot take."""
 
-    def default_name(self, model, options) -> str:
-        return model.name
+    def default_name(self, exported: ExportedModel) -> str:
+        return exported.name
 
-    def check(self, model, options, path) -> None:
+    def check(self, exported: ExportedModel, path) -> None:
         pass
 
-    def write(self, model, staged: Path, options) -> None:
+    def write(self, exported: ExportedModel, staged: Path) -> None:
         raise NotImplementedError
 
-    def run(self, model, staged: Path, x, options):
+    def run(self, exported: ExportedModel, staged: Path, x):
         raise NotImplementedError
 
-    def fix(self, model, options) -> str:
+    def fix(self, exported: ExportedModel) -> str:
         return ""
 
-    def min_agreement(self, options) -> Optional[float]:
-        """None: outputs must equal Keras's within FLOAT_TOLERANCE; else the least fraction
-        of inputs a (quantized) export must agree on."""
-        return None
-
-    def verification_fallback(self, options):
+    def verification_inputs(self):
         """Inputs to verify on when no test_data is given (None: random inputs)."""
         return None
 
 
 def export_model(model, format: str, path=None, test_data=None, *, verbose: bool = True,
-           **options) -> ExportReport:
+                 **options) -> ExportReport:
     """Export ``model`` in ``format`` (a name in :data:`FORMATS`), verified after writing.
 
     ``options`` are the format's own (see ``export_tflite``); ``test_data`` is ``(x, y)``
@@ -111,31 +154,28 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
 
     Example::
 
-        report = tfl.export_model(pruned, "tflite", test_data=(x_test, y_test), quantize="int8",
-                            representative_data=x_train[:500])
+        report = tfl.export_model(pruned, "tflite", test_data=(x_test, y_test),
+                                  quantize="int8", representative_data=x_train[:500])
     """
     if format not in FORMATS:
         raise SettingError(f"unknown export format {format!r}.{did_you_mean(format, FORMATS)}"
                            f" The formats: {', '.join(FORMATS)}")
-    fmt = FORMATS[format]
-    options = fmt.options(**options)
-    ticket = plain_model(model)
-    options = fmt.prepare(ticket, options)
-    x, y = verification_data(ticket, test_data, fmt.verification_fallback(options))
-    path = _target(path, fmt.default_name(ticket, options))
-    fmt.check(ticket, options, path)
-    expected = np.asarray(ticket.predict(x, batch_size=256, verbose=0))
-    with _staged(path, fix=fmt.fix(ticket, options)) as staged:
-        fmt.write(ticket, staged, options)
-        outputs, measured = fmt.run(ticket, staged, x, options)
-        encoding = measured.pop("encoding", fmt.encoding(options))
-        what = f"{encoding} {fmt.label}"
-        check_outputs(outputs, expected, what, fmt.min_agreement(options))
-        kept = kernel_masks(ticket)
+    fmt = FORMATS[format].with_options(**options)
+    exported = ExportedModel(model)
+    fmt.prepare(exported)
+    x, y = verification_data(exported, test_data, fmt.verification_inputs())
+    path = _target(path, fmt.default_name(exported))
+    fmt.check(exported, path)
+    expected = exported.predict(x)
+    with _staged(path, fix=fmt.fix(exported)) as staged:
+        fmt.write(exported, staged)
+        outputs, measured = fmt.run(exported, staged, x)
+        encoding = measured.pop("encoding", fmt.encoding)
+        check_outputs(outputs, expected, f"{encoding} {fmt.label}", fmt.required_agreement)
         report = ExportReport(
             path=str(path), format=fmt.label, encoding=encoding, size_bytes=_size(staged),
-            gzip_bytes=_gzip_size(staged), weights_kept=kept.fraction_kept(),
-            layer_sparsity=kept.sparsity(), kernel_block=kernel_block(ticket),
+            gzip_bytes=_gzip_size(staged), weights_kept=exported.kept.fraction_kept(),
+            layer_sparsity=exported.kept.sparsity(), kernel_block=exported.block(),
             samples=len(outputs), agreement=agreement(outputs, expected),
             max_abs_diff=float(np.max(np.abs(outputs - expected))),
             keras_accuracy=accuracy(expected, y), exported_accuracy=accuracy(outputs, y),
@@ -146,38 +186,6 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
     return report
 
 
-def plain_model(model):
-    """The model to export: tf_lottery's masking stripped (masks applied as exact zeros);
-    one input, one output."""
-    engine = engine_for(model)
-    engine.check_model(model)
-    inputs, outputs = engine.io_counts(model)
-    if inputs != 1 or outputs != 1:
-        raise SettingError(f"export verifies models with one input and one output; "
-                           f"{model.name!r} has {inputs} inputs and {outputs} outputs")
-    return engine.strip(model)
-
-
-def kernel_masks(model) -> Masks:
-    """Nonzero entries of the prunable kernels (rank >= 2) of ``model``."""
-    engine = engine_for(model)
-    return Masks({path: variable.numpy() != 0
-                  for prefix, layer in engine.layers(model)
-                  for path, variable in engine.weight_paths(layer, prefix).items()
-                  if len(variable.shape) >= 2 and any(
-                      variable is prunable for prunable in engine.default_prunable(layer))})
-
-
-def kernel_block(model) -> int:
-    """The largest TFLite block size (16, 4, else 1) in which all of ``model``'s kernels are
-    pruned: a block is 16 (or 4) consecutive weights along a kernel's input axis, the axis
-    TFLite's sparse FullyConnected kernels block (and the input channels of a convolution).
-    A ticket made with ``block_size=16`` reports 16; a dense kernel fits any block size."""
-    kept = list(kernel_masks(model).values())
-    return next((size for size in SPARSE_BLOCK.values()
-                 if all(_whole_blocks(k, size) for k in kept)), 1)
-
-
 def _whole_blocks(kept: np.ndarray, size: int) -> bool:
     rows = np.moveaxis(kept, -2, 0)
     rows = np.pad(rows, [(0, -rows.shape[0] % size)] + [(0, 0)] * (rows.ndim - 1), mode="edge")
@@ -185,12 +193,12 @@ def _whole_blocks(kept: np.ndarray, size: int) -> bool:
     return bool(np.all(blocks.all(axis=1) == blocks.any(axis=1)))
 
 
-def split_data(model, data, what: str):
-    """``(x, y)`` or ``x`` -> inputs shaped for ``model`` and labels (or None)."""
+def split_data(exported: ExportedModel, data, what: str):
+    """``(x, y)`` or ``x`` -> inputs shaped for the exported model and labels (or None)."""
     if isinstance(data, tuple) and len(data) != 2:
         raise SettingError(f"{what} must be x or a pair (x, y), got a tuple of {len(data)}")
     x, y = data if isinstance(data, tuple) else (data, None)
-    shape, dtype = engine_for(model).input_spec(model)
+    shape, dtype = exported.input_shape, exported.input_dtype
     x = np.asarray(x, dtype=dtype)
     if x.ndim != len(shape) + 1 or len(x) == 0 or any(
             want is not None and want != got for want, got in zip(shape, x.shape[1:])):
@@ -203,13 +211,13 @@ def split_data(model, data, what: str):
     return x, y
 
 
-def verification_data(model, test_data, fallback):
+def verification_data(exported: ExportedModel, test_data, fallback):
     if test_data is not None:
-        return split_data(model, test_data, "test_data")
+        return split_data(exported, test_data, "test_data")
     if fallback is not None:
         return fallback, None
-    shape, dtype = engine_for(model).input_spec(model)
-    return np.random.default_rng(0).random((RANDOM_SAMPLES,) + tuple(shape)).astype(dtype), None
+    shape = (RANDOM_SAMPLES,) + tuple(exported.input_shape)
+    return np.random.default_rng(0).random(shape).astype(exported.input_dtype), None
 
 
 def _target(path, default_name: str) -> Path:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+BLOCK_SIZES = (16, 4)  # the 1 x n blocks a report names: those LiteRT's sparse kernels take
+
 
 def block_name(block: int) -> str:
     return "unstructured" if block == 1 else f"1x{block} blocks"

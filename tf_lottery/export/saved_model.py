@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.engines import engine_for
-from tf_lottery.export.pipeline import ExportFormat, export_model, register_format
-from tf_lottery.export.report import ExportReport
-from tf_lottery.foundations.errors import ExportError, SettingError
+from tf_lottery.export.pipeline import ExportedModel, ExportFormat, register_format
+from tf_lottery.foundations.errors import ExportError
 
 
 @register_format
+@dataclasses.dataclass
 class SavedModelFormat(ExportFormat):
-    """``serving_default`` SavedModel; its variables must equal the model's bit for bit."""
+    """``serving_default`` SavedModel; its variables must equal the model's bit for bit. It
+    has no options: it stores the float32 weights as they are."""
 
-    name, label = "saved_model", "SavedModel"
+    name: ClassVar[str] = "saved_model"
+    label: ClassVar[str] = "SavedModel"
 
-    def options(self, **options) -> dict:
-        if options:
-            raise SettingError(
-                f"a SavedModel stores the float32 weights as they are: "
-                f"{', '.join(sorted(options))} apply to TFLite exports only (format='tflite'); "
-                "leave them out. Nothing was written.")
-        return {}
+    @classmethod
+    def refusal(cls, options: list) -> str:
+        return (f"a SavedModel stores the float32 weights as they are: {', '.join(options)} "
+                "apply to TFLite exports only (format='tflite'); leave them out. Nothing was "
+                "written.")
 
-    def write(self, model, staged, options) -> None:
-        engine_for(model).save_serving(model, staged)
+    def write(self, exported: ExportedModel, staged) -> None:
+        exported.engine.save_serving(exported.model, staged)
 
-    def run(self, model, staged, x, options):
+    def run(self, exported: ExportedModel, staged, x):
         loaded = tf.saved_model.load(str(staged))
-        _check_variables(loaded, model)
+        _check_variables(loaded, exported.model)
         signature = loaded.signatures["serving_default"]
         (name,) = signature.structured_input_signature[1]
         (output,) = signature(**{name: tf.constant(x)}).values()
@@ -45,27 +47,3 @@ def _check_variables(loaded, model) -> None:
         if (value.shape, value.tobytes()) not in stored:
             raise ExportError(f"the SavedModel does not hold {variable.name} as the model "
                               "has it.")
-
-
-def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True) -> ExportReport:
-    """Write ``model`` stripped of its masking as a SavedModel, verified after writing.
-
-    The SavedModel has a ``serving_default`` signature. Before it is moved into place it is
-    loaded with ``tf.saved_model.load``: its variables must equal the stripped model's bit
-    for bit (so its kernels hold the masks' zeros) and its predictions the Keras model's.
-
-    Args:
-      model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
-        (tf_keras, or Keras 3 on the TensorFlow backend); one input, one output.
-      path: a directory that does not exist yet (default ``saved_models/<model name>`` in
-        the working directory).
-      test_data: ``(x, y)`` or ``x`` to verify on (and measure accuracy with, given ``y``);
-        default: uniform random inputs in [0, 1).
-      verbose: print the report.
-
-    Example::
-
-        report = tfl.export_saved_model(pruned, "saved_models/lenet", test_data=(x, y))
-        served = tf.saved_model.load("saved_models/lenet").signatures["serving_default"]
-    """
-    return export_model(model, "saved_model", path, test_data, verbose=verbose)

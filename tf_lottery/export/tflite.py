@@ -18,31 +18,23 @@ benchmarks/export_size_latency.py):
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import warnings
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tf_lottery.engines import engine_for
-from tf_lottery.export.pipeline import (
-    SPARSE_BLOCK,
-    ExportFormat,
-    export_model,
-    kernel_block,
-    kernel_masks,
-    register_format,
-    split_data,
-)
-from tf_lottery.export.report import ExportReport
+from tf_lottery.export.pipeline import ExportedModel, ExportFormat, register_format, split_data
 from tf_lottery.foundations.checks import one_of, whole_number
 from tf_lottery.foundations.errors import ExportError, SettingError
 
 QUANTIZE = (None, "dynamic", "int8")
 _PRECISION = {None: "float32", "dynamic": "dynamic-range int8", "int8": "int8"}
+SPARSE_BLOCK = {"int8": 16, None: 4}  # the 1 x n blocks TFLite's sparse kernels take
 CALIBRATION_SAMPLES = 500   # representative_data samples the int8 calibration uses
 MIN_SPARSITY = 0.3          # TFLiteConverter stores a kernel with fewer zeros dense
 _DENSE_FORMAT = ("pass sparse=False for a dense-format file (gzip shrinks its zeros to about "
@@ -50,74 +42,84 @@ _DENSE_FORMAT = ("pass sparse=False for a dense-format file (gzip shrinks its ze
 
 
 @register_format
+@dataclasses.dataclass
 class TFLiteFormat(ExportFormat):
-    """A TFLite flatbuffer, verified image by image in the LiteRT interpreter."""
+    """A TFLite flatbuffer, verified image by image in the LiteRT interpreter.
 
-    name, label = "tflite", "TFLite"
+    Its fields are ``export_tflite``'s options, checked here.
+    """
 
-    def options(self, quantize=None, representative_data=None, sparse=True,
-                min_agreement=0.98, latency_runs=200) -> dict:
-        one_of(quantize, "quantize", QUANTIZE)
-        if quantize == "int8" and representative_data is None:
+    name: ClassVar[str] = "tflite"
+    label: ClassVar[str] = "TFLite"
+
+    quantize: Optional[str] = None
+    representative_data: object = None
+    sparse: bool = True
+    min_agreement: float = 0.98
+    latency_runs: int = 200
+
+    def __post_init__(self):
+        one_of(self.quantize, "quantize", QUANTIZE)
+        if self.quantize == "int8" and self.representative_data is None:
             raise SettingError("quantize='int8' needs representative_data: a few hundred "
                                "training inputs to calibrate the activation ranges with")
-        if quantize != "int8" and representative_data is not None:
+        if self.quantize != "int8" and self.representative_data is not None:
             raise SettingError(f"representative_data calibrates quantize='int8' only; with "
-                               f"quantize={quantize!r} leave it out (pass test_data to verify "
-                               "on)")
-        if isinstance(min_agreement, bool) or not 0 < min_agreement <= 1:
-            raise SettingError(f"min_agreement must be in (0, 1], got {min_agreement!r}")
-        return {"quantize": quantize, "representative_data": representative_data,
-                "sparse": bool(sparse), "min_agreement": min_agreement,
-                "latency_runs": whole_number(latency_runs, "latency_runs")}
+                               f"quantize={self.quantize!r} leave it out (pass test_data to "
+                               "verify on)")
+        if isinstance(self.min_agreement, bool) or not 0 < self.min_agreement <= 1:
+            raise SettingError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
+        self.sparse = bool(self.sparse)
+        self.latency_runs = whole_number(self.latency_runs, "latency_runs")
+        self.calibration = None
 
-    def prepare(self, model, options) -> dict:
-        """Bind the options to the stripped model: calibration inputs shaped for it."""
-        engine_for(model).check_tflite(model)
-        calibration = options["representative_data"]
-        if calibration is not None:
-            calibration = split_data(model, calibration, "representative_data")[0]
-            calibration = calibration[:CALIBRATION_SAMPLES]
-        return dict(options, calibration=calibration)
+    def prepare(self, exported: ExportedModel) -> None:
+        """Refuse a backend without TFLite; the calibration inputs shaped for the model."""
+        exported.engine.check_tflite(exported.model)
+        if self.representative_data is not None:
+            self.calibration = split_data(exported, self.representative_data,
+                                          "representative_data")[0][:CALIBRATION_SAMPLES]
 
-    def verification_fallback(self, options):
-        return options.get("calibration")
+    def verification_inputs(self):
+        return self.calibration
 
-    def encoding(self, options, stored_sparse: Optional[bool] = None) -> str:
-        sparse = options["sparse"] if stored_sparse is None else stored_sparse
-        return f"{'sparse' if sparse else 'dense'} {_PRECISION[options['quantize']]}"
+    @property
+    def encoding(self) -> str:
+        return self._encoding(self.sparse)
 
-    def default_name(self, model, options) -> str:
-        storage = "sparse" if options["sparse"] else "dense"
-        return f"{model.name}_{storage}_{options['quantize'] or 'float32'}.tflite"
+    def _encoding(self, sparse: bool) -> str:
+        return f"{'sparse' if sparse else 'dense'} {_PRECISION[self.quantize]}"
 
-    def check(self, model, options, path) -> None:
-        quantize = options["quantize"]
-        if options["sparse"] and quantize in SPARSE_BLOCK and \
-                kernel_block(model) % SPARSE_BLOCK[quantize] == 0:
-            _check_whole_blocks(model, SPARSE_BLOCK[quantize], self.encoding(options), path)
+    @property
+    def required_agreement(self) -> Optional[float]:
+        return self.min_agreement if self.quantize else None
 
-    def write(self, model, staged, options) -> None:
-        staged.write_bytes(_convert(model, options["quantize"], options["calibration"],
-                                    options["sparse"], self.encoding(options)))
+    def default_name(self, exported: ExportedModel) -> str:
+        storage = "sparse" if self.sparse else "dense"
+        return f"{exported.name}_{storage}_{self.quantize or 'float32'}.tflite"
 
-    def run(self, model, staged, x, options):
-        runner = LiteRT(staged, self.encoding(options))
+    def check(self, exported: ExportedModel, path) -> None:
+        size = SPARSE_BLOCK.get(self.quantize)
+        if self.sparse and size and exported.block() % size == 0:
+            _check_whole_blocks(exported, size, self.encoding, path)
+
+    def write(self, exported: ExportedModel, staged) -> None:
+        staged.write_bytes(_convert(exported, self.quantize, self.calibration, self.sparse,
+                                    self.encoding))
+
+    def run(self, exported: ExportedModel, staged, x):
+        runner = LiteRT(staged, self.encoding)
         outputs = runner.predict(x)
-        dense = _convert(model, None, None, False, "dense float32")
-        latency, dense_latency = _median_latencies([staged, dense], x[0],
-                                                   options["latency_runs"])
-        return outputs, {"encoding": self.encoding(options, runner.stores_sparse()),
+        dense = _convert(exported, None, None, False, "dense float32")
+        latency, dense_latency = _median_latencies([staged, dense], x[0], self.latency_runs)
+        return outputs, {"encoding": self._encoding(runner.stores_sparse()),
                          "latency_ms": latency, "dense_latency_ms": dense_latency,
                          "dense_size_bytes": len(dense)}
 
-    def min_agreement(self, options) -> Optional[float]:
-        return options["min_agreement"] if options["quantize"] else None
-
-    def fix(self, model, options) -> str:
+    def fix(self, exported: ExportedModel) -> str:
         """How to get an export that runs, for an encoding LiteRT failed on."""
-        quantize, sparse = options["quantize"], options["sparse"]
-        block = kernel_block(model)
+        quantize, sparse = self.quantize, self.sparse
+        block = exported.block()
         if sparse and quantize == "dynamic":
             return ("Sparse dynamic-range int8 does not run correctly under XNNPACK, LiteRT's "
                     "default CPU delegate: export full-integer int8 (quantize='int8' with "
@@ -134,7 +136,7 @@ class TFLiteFormat(ExportFormat):
         return "Export with sparse=False. " if sparse else ""
 
 
-def _check_whole_blocks(model, size: int, encoding: str, path) -> None:
+def _check_whole_blocks(exported: ExportedModel, size: int, encoding: str, path) -> None:
     """Refuse a block-sparse encoding that would silently lose kept weights.
 
     TFLiteConverter stores whole 1 x ``size`` blocks along a Dense kernel's inputs only: when
@@ -143,7 +145,7 @@ def _check_whole_blocks(model, size: int, encoding: str, path) -> None:
     inputs are not multiples of 16, loses 0.8 points of accuracy).
     """
     lost = []
-    for weight, kept in kernel_masks(model).items():
+    for weight, kept in exported.kept.items():
         rows = kept.shape[0]
         partial = int(kept[rows - rows % size:].sum()) if kept.ndim == 2 and rows % size else 0
         if partial and 1 - kept.mean() >= MIN_SPARSITY:
@@ -158,13 +160,16 @@ def _check_whole_blocks(model, size: int, encoding: str, path) -> None:
             f"Nothing was written to {path}.")
 
 
-def _convert(model, quantize, calibration, sparse: bool, encoding: str) -> bytes:
+def _convert(exported: ExportedModel, quantize, calibration, sparse: bool,
+             encoding: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="tf_lottery_tflite_") as workdir:
-        converter = engine_for(model).tflite_converter(model, workdir)
-        return _run_converter(converter, model, quantize, calibration, sparse, encoding)
+        converter = exported.engine.tflite_converter(exported.model, workdir)
+        return _run_converter(converter, exported.name, quantize, calibration, sparse,
+                              encoding)
 
 
-def _run_converter(converter, model, quantize, calibration, sparse: bool, encoding: str) -> bytes:
+def _run_converter(converter, name: str, quantize, calibration, sparse: bool,
+                   encoding: str) -> bytes:
     converter.optimizations = ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []) + \
         ([tf.lite.Optimize.DEFAULT] if quantize else [])
     if quantize == "int8":
@@ -176,7 +181,7 @@ def _run_converter(converter, model, quantize, calibration, sparse: bool, encodi
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError and plain RuntimeErrors
-        raise ExportError(f"TFLiteConverter could not convert {model.name!r} to {encoding}: "
+        raise ExportError(f"TFLiteConverter could not convert {name!r} to {encoding}: "
                           f"{_first_line(error)}.") from error
 
 
@@ -246,49 +251,3 @@ def _median_latencies(models, sample, runs: int) -> list:
             runner.invoke()
             elapsed.append(time.perf_counter() - start)
     return [float(np.median(elapsed)) * 1e3 for elapsed in times]
-
-
-def export_tflite(model, path=None, quantize: Optional[str] = None, representative_data=None,
-                  test_data=None, *, sparse: bool = True, min_agreement: float = 0.98,
-                  latency_runs: int = 200, verbose: bool = True) -> ExportReport:
-    """Convert ``model`` to TFLite, run the file in LiteRT, and keep it only if it agrees.
-
-    The weights are stored sparse (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``) unless
-    ``sparse=False``. The written file is loaded in ``ai_edge_litert``'s interpreter (one
-    thread, default delegates), run image by image on the verification inputs (int8 inputs
-    quantized and outputs dequantized with the file's scale and zero point) and compared
-    with the Keras model: a float32 export must match within ``FLOAT_TOLERANCE``, a
-    quantized one must agree (pick the same class) on at least ``min_agreement`` of the
-    inputs. Latency is the median of ``latency_runs`` single-image runs, interleaved with
-    the dense float32 TFLite of the same model, converted in memory.
-
-    A combination LiteRT cannot run (unstructured sparse int8, sparse dynamic range) or
-    that would lose weights (a partial last block) raises ExportError naming the fix and
-    leaves no file; it never falls back to another encoding on its own.
-
-    Args:
-      model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
-        (tf_keras, or Keras 3 on the TensorFlow backend); one input, one output.
-      path: a file that does not exist yet (default
-        ``saved_models/<model name>_<sparse|dense>_<float32|dynamic|int8>.tflite`` in the
-        working directory).
-      quantize: None (float32), "dynamic" (int8 weights, float activations) or "int8"
-        (full integer, int8 input and output).
-      representative_data: ``x`` or ``(x, y)``, inputs that calibrate int8 (the first
-        ``CALIBRATION_SAMPLES``); required for, and only for, ``quantize="int8"``.
-      test_data: ``(x, y)`` or ``x`` to verify on and measure accuracy with; default: the
-        representative data, else uniform random inputs in [0, 1).
-      sparse: store the weights in TFLite's sparse format.
-      min_agreement: the least agreement with Keras a quantized export must reach.
-      latency_runs: timed runs per model.
-      verbose: print the report.
-
-    Example::
-
-        report = tfl.export_tflite(ticket, quantize="int8", representative_data=x_train[:500],
-                                   test_data=(x_test, y_test))
-        print(report.speedup, report.size_reduction)
-    """
-    return export_model(model, "tflite", path, test_data, verbose=verbose, quantize=quantize,
-                  representative_data=representative_data, sparse=sparse,
-                  min_agreement=min_agreement, latency_runs=latency_runs)
