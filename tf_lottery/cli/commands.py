@@ -30,7 +30,7 @@ from tf_lottery.runs.results import SearchResult
 from tf_lottery.runs.rundir import RunDirectory
 from tf_lottery.search.inputs import as_arrays
 
-VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
+_VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
 
 # What is safe after a failure of each command, and how to go on.
 _AFTERMATH = {
@@ -65,7 +65,7 @@ def _export(args) -> None:
     print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
     if options.get("quantize") == "int8" and data:
         options["representative_data"] = as_arrays(data.train, CALIBRATION_SAMPLES)[0]
-    test = as_arrays(data.test, VERIFICATION_SAMPLES) if data else None
+    test = as_arrays(data.test, _VERIFICATION_SAMPLES) if data else None
     export_model(ticket, args.format, args.output, test_data=test, **options)
 
 

@@ -48,7 +48,7 @@ from tf_lottery.zoo.data import DATASETS, Splits, load_dataset
 from tf_lottery.zoo.models import MODELS, build
 
 # the schedule the config runs unless it says otherwise: the paper's Lenet protocol
-PAPER_SCHEDULE = {"rounds": 18, "steps_per_round": 50_000}
+_PAPER_SCHEDULE = {"rounds": 18, "steps_per_round": 50_000}
 _PARTS = (RewindingSchedule, ImpSettings, SearchSettings)  # declare the other keys
 
 
@@ -76,7 +76,7 @@ class RunConfig:
     train_size: Optional[int] = None
     test_size: Optional[int] = None
     config_dir: Optional[str] = None
-    schedule: RewindingSchedule = RewindingSchedule(**PAPER_SCHEDULE)
+    schedule: RewindingSchedule = RewindingSchedule(**_PAPER_SCHEDULE)
     settings: ImpSettings = ImpSettings()
     options: SearchSettings = SearchSettings()
 
@@ -130,7 +130,7 @@ class RunConfig:
                                   f"{did_you_mean(key, known)} Known keys: {', '.join(known)}")
         if "run_dir" not in values:
             raise ConfigError(f"{source} has no run_dir: say where the search is written")
-        values = {**PAPER_SCHEDULE, **values}
+        values = {**_PAPER_SCHEDULE, **values}
         for key in ("exclude", "prunable", "controls", "metrics"):
             if isinstance(values.get(key), str):  # `exclude: output` means one name
                 values[key] = (values[key],)

@@ -32,7 +32,7 @@ from typing import Optional
 
 from tf_lottery.foundations.errors import SettingError
 
-REWIND_MODES = ("init", "an iteration k >= 0", "lr", None)
+_REWIND_MODES = ("init", "an iteration k >= 0", "lr", None)
 
 
 class RewindPolicy:
@@ -101,4 +101,4 @@ def policy_for(rewind_to) -> RewindPolicy:
     if isinstance(rewind_to, numbers.Integral) and not isinstance(rewind_to, bool) \
             and rewind_to >= 0:
         return RewindToIteration(int(rewind_to))
-    raise SettingError(f"rewind_to must be one of {REWIND_MODES}, got {rewind_to!r}")
+    raise SettingError(f"rewind_to must be one of {_REWIND_MODES}, got {rewind_to!r}")

@@ -331,14 +331,14 @@ class Engine(abc.ABC):
 
     def reseeded_clone(self, model, seed: int):
         """A copy of ``model`` whose every seedable initializer is drawn again from ``seed``."""
-        config = reseeded(model.get_config(), itertools.count(seed * 100_003))
+        config = _reseeded(model.get_config(), itertools.count(seed * 100_003))
         return type(model).from_config(config)
 
 
-def reseeded(config, seeds):
+def _reseeded(config, seeds):
     """``config`` with a new seed from ``seeds`` in every seedable ``*_initializer``."""
     if isinstance(config, list):
-        return [reseeded(item, seeds) for item in config]
+        return [_reseeded(item, seeds) for item in config]
     if not isinstance(config, dict):
         return config
     out = {}
@@ -346,5 +346,5 @@ def reseeded(config, seeds):
         if key.endswith("_initializer") and isinstance(value, dict) and \
                 "seed" in value.get("config", {}):
             value = dict(value, config=dict(value["config"], seed=next(seeds)))
-        out[key] = reseeded(value, seeds)
+        out[key] = _reseeded(value, seeds)
     return out

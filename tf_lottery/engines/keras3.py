@@ -39,7 +39,7 @@ from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard
 from tf_lottery.engines.lottery_model import LotteryModel
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
-BACKENDS = ("tensorflow", "jax")
+_BACKENDS = ("tensorflow", "jax")
 JAX = keras.backend.backend() == "jax"
 _COMPILE = inspect.signature(keras.Model.compile)
 _EXECUTION = ("run_eagerly", "steps_per_execution", "jit_compile")  # the LotteryModel's own
@@ -57,7 +57,7 @@ _PRUNABLE = (
 )
 
 
-class MaskSource:
+class _MaskSource:
     """Where a model's constraints read its masks: the mask variables, or, while a JAX step
     is traced, the masks' values in that step's state. It holds the model's guard."""
 
@@ -74,7 +74,7 @@ class MaskSource:
 class MaskConstraint(keras.constraints.Constraint):
     """The user's constraint (if any), then the mask: pruned entries become exactly 0."""
 
-    def __init__(self, mask, source: MaskSource, inner=None):
+    def __init__(self, mask, source: _MaskSource, inner=None):
         self.mask, self.source, self.inner = mask, source, inner
 
     def __call__(self, weight):
@@ -113,7 +113,7 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
         self.step_variable = keras.Variable(0, dtype="int32", trainable=False, name="imp_step",
                                             aggregation="only_first_replica")
         self._guard = TrainingGuard(f"model {self.name!r}")
-        self._mask_source = MaskSource(self._guard)
+        self._mask_source = _MaskSource(self._guard)
         for path, mask in zip(self.pruned, self.mask_variables):
             weight = weights[path]
             inner = weight.constraint
@@ -288,10 +288,10 @@ class Keras3Engine(Engine):
         if not isinstance(model, keras.Model):
             raise SettingTypeError(f"expected a Keras 3 Model, got {type(model).__name__}")
         backend = keras.backend.backend()
-        if backend not in BACKENDS:
+        if backend not in _BACKENDS:
             raise SettingError(
                 f"the {backend} backend of Keras 3 is not supported; set KERAS_BACKEND to one "
-                f"of {', '.join(BACKENDS)} before importing keras")
+                f"of {', '.join(_BACKENDS)} before importing keras")
         if not model.built or not model.weights:
             raise SettingError(
                 f"the model {model.name!r} is not built, so it has no initial weights to "

@@ -46,7 +46,7 @@ from tf_lottery.engines.base import Engine, PrunedWeight, TrainingGuard  # noqa:
 from tf_lottery.engines.lottery_model import LotteryModel  # noqa: E402
 from tf_lottery.foundations.errors import SettingError, SettingTypeError  # noqa: E402
 
-TFMOTPruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+_TFMOTPruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
 
 
 class RoundsSchedule(tfmot.sparsity.keras.PruningSchedule):
@@ -101,7 +101,7 @@ def _for_tf_keras(callback):
     return callback
 
 
-class PruneLowMagnitude(TFMOTPruneLowMagnitude):
+class PruneLowMagnitude(_TFMOTPruneLowMagnitude):
     """TF-MOT's PruneLowMagnitude for masks that change only between rounds.
 
     It keeps TF-MOT's class name, so layer names (``prune_low_magnitude_dense``) and saved
@@ -217,14 +217,14 @@ class TfKerasEngine(Engine):
         return found
 
     def layer_name(self, layer) -> str:
-        return layer.layer.name if isinstance(layer, TFMOTPruneLowMagnitude) else layer.name
+        return layer.layer.name if isinstance(layer, _TFMOTPruneLowMagnitude) else layer.name
 
     def layer_weights(self, layer) -> list:
-        inner = layer.layer if isinstance(layer, TFMOTPruneLowMagnitude) else layer
+        inner = layer.layer if isinstance(layer, _TFMOTPruneLowMagnitude) else layer
         return [(_short_name(variable), variable) for variable in inner.weights]
 
     def default_prunable(self, layer) -> list:
-        if isinstance(layer, TFMOTPruneLowMagnitude):
+        if isinstance(layer, _TFMOTPruneLowMagnitude):
             return [weight for weight, _, _ in layer.pruning_vars]
         if hasattr(layer, "get_prunable_weights"):
             return list(layer.get_prunable_weights())
@@ -234,7 +234,7 @@ class TfKerasEngine(Engine):
         return []
 
     def is_supported(self, layer) -> bool:
-        return not layer.weights or isinstance(layer, TFMOTPruneLowMagnitude) or \
+        return not layer.weights or isinstance(layer, _TFMOTPruneLowMagnitude) or \
             hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer)
 
     def unsupported_message(self, layer) -> str:
@@ -250,7 +250,7 @@ class TfKerasEngine(Engine):
                 "decides what a layer prunes: make the layer a "
                 "tfmot.sparsity.keras.PrunableLayer (define get_prunable_weights) instead")
         wrapped = [layer for _, layer in self.layers(model)
-                   if isinstance(layer, TFMOTPruneLowMagnitude)]
+                   if isinstance(layer, _TFMOTPruneLowMagnitude)]
         if wrapped:
             raise SettingTypeError(
                 f"layer {wrapped[0].name!r} is already wrapped by TF-MOT's "
@@ -270,7 +270,7 @@ class TfKerasEngine(Engine):
         lottery = TfKerasLotteryModel(inputs=clone_.inputs, outputs=clone_.outputs,
                                       name=model.name)
         for _, layer in self.layers(lottery):
-            if isinstance(layer, TFMOTPruneLowMagnitude):
+            if isinstance(layer, _TFMOTPruneLowMagnitude):
                 layer.pruning_step.assign(0)
         lottery.guard_wrappers()
         return lottery
@@ -281,7 +281,7 @@ class TfKerasEngine(Engine):
     def pruned_weights(self, model) -> dict:
         pruned = {}
         for prefix, layer in self.layers(model):
-            if isinstance(layer, TFMOTPruneLowMagnitude):
+            if isinstance(layer, _TFMOTPruneLowMagnitude):
                 by_id = {id(var): path for path, var in self.weight_paths(layer, prefix).items()}
                 for weight, mask, _ in layer.pruning_vars:
                     pruned[by_id[id(weight)]] = PrunedWeight(layer.layer.name, weight, mask)
@@ -299,7 +299,7 @@ class TfKerasEngine(Engine):
 
     def step_counter(self, model):
         for _, layer in self.layers(model):
-            if isinstance(layer, TFMOTPruneLowMagnitude):
+            if isinstance(layer, _TFMOTPruneLowMagnitude):
                 return layer.pruning_step
         raise SettingError("the model has no pruning wrapper")
 
@@ -307,7 +307,7 @@ class TfKerasEngine(Engine):
         """Advance every wrapper's ``pruning_step`` by one: once per optimizer step, so a
         layer applied several times (shared layers) counts each step once."""
         return tf.group([layer.pruning_step.assign_add(1) for _, layer in self.layers(model)
-                         if isinstance(layer, TFMOTPruneLowMagnitude)])
+                         if isinstance(layer, _TFMOTPruneLowMagnitude)])
 
     def fit_callbacks(self, callbacks: list) -> list:
         """TF-MOT's UpdatePruningStep (it re-masks the weights at every epoch end, so the

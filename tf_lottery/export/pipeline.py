@@ -39,7 +39,7 @@ from tf_lottery.foundations.errors import (
 SAVED_MODELS_DIR = Path("saved_models")  # exports without a path: under the working directory
 RANDOM_SAMPLES = 64         # uniform [0, 1) inputs verified when no data is given
 FLOAT_TOLERANCE = 1e-4      # max |export - Keras| of a float export, relative to max |Keras|
-REGRESSION_TOLERANCE = 0.05  # a quantized single-output export agrees within 5% of the range
+_REGRESSION_TOLERANCE = 0.05  # a quantized single-output export agrees within 5% of the range
 
 FORMATS: dict = {}
 
@@ -163,7 +163,7 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
     fmt = FORMATS[format].with_options(**options)
     exported = ExportedModel(model)
     fmt.prepare(exported)
-    x, y = verification_data(exported, test_data, fmt.verification_inputs())
+    x, y = _verification_data(exported, test_data, fmt.verification_inputs())
     path = _target(path, fmt.default_name(exported))
     fmt.check(exported, path)
     expected = exported.predict(x)
@@ -171,7 +171,7 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
         fmt.write(exported, staged)
         outputs, measured = fmt.run(exported, staged, x)
         encoding = measured.pop("encoding", fmt.encoding)
-        check_outputs(outputs, expected, f"{encoding} {fmt.label}", fmt.required_agreement)
+        _check_outputs(outputs, expected, f"{encoding} {fmt.label}", fmt.required_agreement)
         report = ExportReport(
             path=str(path), format=fmt.label, encoding=encoding, size_bytes=_size(staged),
             gzip_bytes=_gzip_size(staged), weights_kept=exported.kept.fraction_kept(),
@@ -211,7 +211,7 @@ def split_data(exported: ExportedModel, data, what: str):
     return x, y
 
 
-def verification_data(exported: ExportedModel, test_data, fallback):
+def _verification_data(exported: ExportedModel, test_data, fallback):
     if test_data is not None:
         return split_data(exported, test_data, "test_data")
     if fallback is not None:
@@ -245,25 +245,25 @@ def _staged(path: Path, fix: str):
         raise ExportError(f"{error} {fix}Nothing was written to {path}.") from error.__cause__
 
 
-def is_classifier_output(outputs) -> bool:
+def _is_classifier_output(outputs) -> bool:
     return outputs.ndim == 2 and outputs.shape[-1] > 1
 
 
 def agreement(outputs, expected) -> float:
     """The fraction of inputs on which the export agrees with Keras: the same arg-max class
-    for several outputs, within REGRESSION_TOLERANCE of Keras's output range for one."""
-    if is_classifier_output(expected):
+    for several outputs, within _REGRESSION_TOLERANCE of Keras's output range for one."""
+    if _is_classifier_output(expected):
         return float(np.mean(outputs.argmax(axis=-1) == expected.argmax(axis=-1)))
     span = max(float(np.ptp(expected)), 1e-12)
     close = np.abs(outputs - expected).reshape(len(outputs), -1).max(axis=1) <= \
-        REGRESSION_TOLERANCE * span
+        _REGRESSION_TOLERANCE * span
     return float(np.mean(close))
 
 
 def accuracy(outputs, labels) -> Optional[float]:
     """Classification accuracy, where it means something: class scores out and integer (or
     one-hot) labels within range; else None (a regressor, or no labels)."""
-    if labels is None or not is_classifier_output(outputs):
+    if labels is None or not _is_classifier_output(outputs):
         return None
     labels = labels.argmax(axis=-1) if labels.ndim > 1 else labels
     if not np.issubdtype(labels.dtype, np.integer) and not np.all(labels == np.round(labels)):
@@ -273,7 +273,7 @@ def accuracy(outputs, labels) -> Optional[float]:
     return float(np.mean(outputs.argmax(axis=-1) == labels))
 
 
-def check_outputs(outputs, expected, what: str, min_agreement: Optional[float]) -> None:
+def _check_outputs(outputs, expected, what: str, min_agreement: Optional[float]) -> None:
     """Raise ExportError unless ``outputs`` are finite and agree with Keras's ``expected``.
 
     ``min_agreement`` None: a float export, equal within FLOAT_TOLERANCE; else the least
@@ -290,8 +290,8 @@ def check_outputs(outputs, expected, what: str, min_agreement: Optional[float]) 
     else:
         agreed = agreement(outputs, expected)
         if agreed < min_agreement:
-            how = "picks the Keras model's class" if is_classifier_output(expected) else \
-                f"comes within {REGRESSION_TOLERANCE:.0%} of the Keras model's output"
+            how = "picks the Keras model's class" if _is_classifier_output(expected) else \
+                f"comes within {_REGRESSION_TOLERANCE:.0%} of the Keras model's output"
             raise ExportError(f"the {what} {how} on only {agreed:.2%} of {len(outputs)} "
                               f"inputs (min_agreement={min_agreement}).")
 

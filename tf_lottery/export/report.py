@@ -10,7 +10,7 @@ from typing import Optional
 BLOCK_SIZES = (16, 4)  # the 1 x n blocks a report names: those LiteRT's sparse kernels take
 
 
-def block_name(block: int) -> str:
+def _block_name(block: int) -> str:
     return "unstructured" if block == 1 else f"1x{block} blocks"
 
 
@@ -71,7 +71,7 @@ class ExportReport:
         return path
 
     def __str__(self):
-        structure = f" ({block_name(self.kernel_block)})" if self.weights_kept < 1 else ""
+        structure = f" ({_block_name(self.kernel_block)})" if self.weights_kept < 1 else ""
         lines = [f"{self.path}: {self.encoding} {self.format}, {self.size_bytes / 1024:.1f} KB "
                  f"(gzip {self.gzip_bytes / 1024:.1f} KB), {self.weights_kept:.2%} of weights "
                  f"kept{structure}"]

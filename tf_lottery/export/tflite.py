@@ -34,9 +34,9 @@ from tf_lottery.foundations.errors import ExportError, SettingError
 
 QUANTIZE = (None, "dynamic", "int8")
 _PRECISION = {None: "float32", "dynamic": "dynamic-range int8", "int8": "int8"}
-SPARSE_BLOCK = {"int8": 16, None: 4}  # the 1 x n blocks TFLite's sparse kernels take
+_SPARSE_BLOCK = {"int8": 16, None: 4}  # the 1 x n blocks TFLite's sparse kernels take
 CALIBRATION_SAMPLES = 500   # representative_data samples the int8 calibration uses
-MIN_SPARSITY = 0.3          # TFLiteConverter stores a kernel with fewer zeros dense
+_MIN_SPARSITY = 0.3          # TFLiteConverter stores a kernel with fewer zeros dense
 _DENSE_FORMAT = ("pass sparse=False for a dense-format file (gzip shrinks its zeros to about "
                  "the sparse size)")
 
@@ -99,7 +99,7 @@ class TFLiteFormat(ExportFormat):
         return f"{exported.name}_{storage}_{self.quantize or 'float32'}.tflite"
 
     def check(self, exported: ExportedModel, path) -> None:
-        size = SPARSE_BLOCK.get(self.quantize)
+        size = _SPARSE_BLOCK.get(self.quantize)
         if self.sparse and size and exported.block() % size == 0:
             _check_whole_blocks(exported, size, self.encoding, path)
 
@@ -148,11 +148,11 @@ def _check_whole_blocks(exported: ExportedModel, size: int, encoding: str, path)
     for weight, kept in exported.kept.items():
         rows = kept.shape[0]
         partial = int(kept[rows - rows % size:].sum()) if kept.ndim == 2 and rows % size else 0
-        if partial and 1 - kept.mean() >= MIN_SPARSITY:
+        if partial and 1 - kept.mean() >= _MIN_SPARSITY:
             lost.append(f"{weight} ({rows} inputs, {partial} weights kept in the last "
                         f"{rows % size})")
     if lost:
-        instead = "export float (quantize=None), " if size > SPARSE_BLOCK[None] else ""
+        instead = "export float (quantize=None), " if size > _SPARSE_BLOCK[None] else ""
         raise ExportError(
             f"the {encoding} TFLite would lose weights: TFLiteConverter stores whole 1x{size} "
             f"blocks only and drops the last, partial block of {', '.join(lost)}. Instead "

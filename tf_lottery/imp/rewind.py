@@ -100,7 +100,7 @@ class RewindPoint:
             variable.assign(masked(self.values[path], masks.get(path)))
 
 
-def rewind_point_dir(checkpoint_dir, step: int) -> Path:
+def _rewind_point_dir(checkpoint_dir, step: int) -> Path:
     """Where the rewind point of ``step`` lives in a checkpoint directory: ``step_<step>``."""
     return Path(checkpoint_dir) / f"step_{step}"
 
@@ -108,7 +108,7 @@ def rewind_point_dir(checkpoint_dir, step: int) -> Path:
 def save_rewind_point(model, checkpoint_dir, step: int) -> RewindPoint:
     """Capture ``model``'s weights as the rewind point of ``step`` and write it (once)."""
     point = RewindPoint.capture(model, step)
-    point.save(rewind_point_dir(checkpoint_dir, step))
+    point.save(_rewind_point_dir(checkpoint_dir, step))
     return point
 
 
@@ -153,7 +153,7 @@ class RewindPoints:
 
     def save_theta0(self, model) -> None:
         """Write ``model``'s weights as θ0 unless they are there already."""
-        if not rewind_point_dir(self.directory, 0).exists():
+        if not _rewind_point_dir(self.directory, 0).exists():
             save_rewind_point(model, self.directory, 0)
 
     def start(self, model):
@@ -174,7 +174,7 @@ class RewindPoints:
 
     def _point(self, step: int, model) -> RewindPoint:
         if step not in self._loaded:
-            self._loaded[step] = RewindPoint.load(rewind_point_dir(self.directory, step), model)
+            self._loaded[step] = RewindPoint.load(_rewind_point_dir(self.directory, step), model)
         return self._loaded[step]
 
 

@@ -18,8 +18,8 @@ from tf_lottery.foundations.atomic import read_json, write_atomic, write_json
 from tf_lottery.runs.rundir import RunDirectory, config_differences
 
 VARIANTS = ("ticket", *CONTROLS)
-RESULTS_JSON = "results.json"
-PAPER_LEVELS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # % of weights in the paper's figure 3
+_RESULTS_JSON = "results.json"
+_PAPER_LEVELS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # % of weights in the paper's figure 3
 _LABELS = {"ticket": "winning ticket", **{name: c.label for name, c in CONTROLS.items()}}
 
 
@@ -207,7 +207,7 @@ class SearchResult:
     def save(self, directory: str | os.PathLike) -> dict:
         """Write results.csv, results.json and plot.png (atomically); return their paths."""
         directory = Path(directory)
-        paths = {"csv": directory / "results.csv", "json": directory / RESULTS_JSON,
+        paths = {"csv": directory / "results.csv", "json": directory / _RESULTS_JSON,
                  "plot": directory / "plot.png", "curves": directory / "curves.png"}
         write_atomic(paths["csv"], self.to_csv())
         write_json(paths["json"], {"config": self.config,
@@ -270,7 +270,7 @@ class SearchResult:
         remaining = {r.round: 100 * r.weights_remaining for r in self.records
                      if r.variant == "ticket"}
         chosen = {}
-        for target in PAPER_LEVELS:
+        for target in _PAPER_LEVELS:
             if not remaining:
                 break
             round_index = min(remaining, key=lambda r: abs(np.log(remaining[r] / target)))
@@ -350,10 +350,10 @@ class _SavedRecords:
 
     def __init__(self, path: Path):
         self.path = path
-        saved = read_json(path / RESULTS_JSON)
+        saved = read_json(path / _RESULTS_JSON)
         if not saved.get("config"):
             raise RunDirectoryError(
-                f"{path / RESULTS_JSON} does not record the config of its search (reports "
+                f"{path / _RESULTS_JSON} does not record the config of its search (reports "
                 "written before tf_lottery recorded it), so its trials cannot be checked "
                 "against others. Report its run directory again: tf-lottery report RUN_DIR")
         self._config = saved["config"]
@@ -377,10 +377,10 @@ def _source(path: str | os.PathLike, verify: bool = True):
     run = RunDirectory(path)
     if (run.path / run.CONFIG).is_file():
         return _RunRecords(run, verify)
-    if (run.path / RESULTS_JSON).is_file():
+    if (run.path / _RESULTS_JSON).is_file():
         return _SavedRecords(run.path)
     raise NotARunDirectoryError(f"{run.path} is not a tf_lottery run directory (it has no "
-                                f"{run.CONFIG}) nor a results folder (no {RESULTS_JSON})")
+                                f"{run.CONFIG}) nor a results folder (no {_RESULTS_JSON})")
 
 
 def _read_trials(sources) -> tuple[list, dict]:

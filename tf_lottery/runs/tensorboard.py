@@ -43,7 +43,7 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-class CurveWriter:
+class _CurveWriter:
     """One training's evaluations as scalars with step = iteration: ``val/<metric>``,
     ``test/<metric>``, ``train/loss``; and the early stop, marked once."""
 
@@ -68,7 +68,7 @@ class CurveWriter:
         self._writer.close()
 
 
-class RoundSummaryWriter:
+class _RoundSummaryWriter:
     """Writes one run's round-level summaries; the step of every summary is the round."""
 
     def __init__(self, logdir: str | os.PathLike):
@@ -144,7 +144,7 @@ class TensorBoardRounds(RoundCallback):
 
     def __init__(self, log_dir: str | os.PathLike):
         super().__init__()
-        self.writer = RoundSummaryWriter(Path(log_dir) / "summary")
+        self.writer = _RoundSummaryWriter(Path(log_dir) / "summary")
         self._previous = None
 
     def on_round_end(self, round_index, logs):
@@ -162,16 +162,16 @@ class SearchSummaries:
         self.config, self.hparams = config, hparams
         self._writers = {}
 
-    def curve(self, trial: int, variant: str, round_index: int) -> CurveWriter:
+    def curve(self, trial: int, variant: str, round_index: int) -> _CurveWriter:
         """The writer of one training's evaluation curve (close it when the training ends)."""
-        return CurveWriter(self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}")
+        return _CurveWriter(self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}")
 
-    def _writer(self, trial: int, variant: str) -> RoundSummaryWriter:
+    def _writer(self, trial: int, variant: str) -> _RoundSummaryWriter:
         key = (trial, variant)
         if key not in self._writers:
             path = self.logdir / "rounds" / f"trial_{trial}" / variant
             fresh = not path.exists()
-            self._writers[key] = RoundSummaryWriter(path)
+            self._writers[key] = _RoundSummaryWriter(path)
             if fresh:
                 self._writers[key].write_setup(
                     self.config, dict(self.hparams, trial=trial, variant=variant))

@@ -25,9 +25,9 @@ import tensorflow as tf
 
 from tf_lottery.foundations.errors import DataError
 
-FINGERPRINT_BATCHES = 4  # batches of an infinite dataset hashed into its identity
+_FINGERPRINT_BATCHES = 4  # batches of an infinite dataset hashed into its identity
 EVAL_VALUES = 4_000_000  # input values per evaluation batch of arrays, at most
-FILL_BYTES = 1 << 24  # bytes per slice copied into the variables that hold the arrays
+_FILL_BYTES = 1 << 24  # bytes per slice copied into the variables that hold the arrays
 
 
 def _is_dataset(data) -> bool:
@@ -101,7 +101,7 @@ class _Input:
             return {"kind": "dataset", "element_spec": str(self.dataset.element_spec),
                     "cardinality": cardinality, "named": str(self.named)}
         finite = cardinality >= 0 or cardinality == tf.data.UNKNOWN_CARDINALITY
-        batches = self.dataset if finite else self.dataset.take(FINGERPRINT_BATCHES)
+        batches = self.dataset if finite else self.dataset.take(_FINGERPRINT_BATCHES)
         return {"kind": "dataset", "element_spec": str(self.dataset.element_spec),
                 "cardinality": cardinality, "content": _multiset_digest(batches)}
 
@@ -201,7 +201,7 @@ def _filled_variable(array):
         return tf.Variable(array, trainable=False, name="tf_lottery_data")
     held = tf.Variable(lambda: tf.zeros(array.shape, array.dtype), trainable=False,
                        name="tf_lottery_data")
-    rows = max(1, FILL_BYTES // max(1, array[0].nbytes))
+    rows = max(1, _FILL_BYTES // max(1, array[0].nbytes))
     for start in range(0, len(array), rows):
         stop = min(len(array), start + rows)
         held.scatter_update(tf.IndexedSlices(array[start:stop], tf.range(start, stop)))

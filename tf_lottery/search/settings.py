@@ -28,10 +28,10 @@ from tf_lottery.foundations.checks import (
 )
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
-MODES = ("min", "max")
-STRATEGIES = {"mirrored": tf.distribute.MirroredStrategy,
+_MODES = ("min", "max")
+_STRATEGIES = {"mirrored": tf.distribute.MirroredStrategy,
               "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
-PAPER_OPTIMIZER = ("adam", 1.2e-3)  # the paper's Lenet optimizer and learning rate
+_PAPER_OPTIMIZER = ("adam", 1.2e-3)  # the paper's Lenet optimizer and learning rate
 
 
 def _recorded(default, keras_objects: bool = False):
@@ -117,17 +117,17 @@ class SearchSettings:
         if not isinstance(self.monitor, str) or not self.monitor.startswith("val_"):
             raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
                                f"\"val_accuracy\", \"val_mae\", ...), got {self.monitor!r}")
-        one_of(self.mode, "mode", MODES)
+        one_of(self.mode, "mode", _MODES)
         if self.steps_per_execution != "auto":
             self._set("steps_per_execution",
                       whole_number(self.steps_per_execution, "steps_per_execution"))
         one_of(self.jit_compile, "jit_compile", ("auto", True, False))
         one_of(self.tensorboard, "tensorboard", (True, False))
         if self.strategy is None or isinstance(self.strategy, str):
-            one_of(self.strategy, "strategy", (None, *STRATEGIES))
+            one_of(self.strategy, "strategy", (None, *_STRATEGIES))
         elif not isinstance(self.strategy, tf.distribute.Strategy):
             raise SettingTypeError(f"strategy must be a tf.distribute.Strategy or one of "
-                                   f"{', '.join(STRATEGIES)}, got {type(self.strategy).__name__}")
+                                   f"{', '.join(_STRATEGIES)}, got {type(self.strategy).__name__}")
 
     def better(self, value: float, best: float) -> bool:
         """Whether ``value`` of the monitored metric beats ``best``."""
@@ -153,7 +153,7 @@ class SearchSettings:
     def optimizer_identifier(self) -> tuple:
         """``(identifier, settings)`` the model's engine makes the optimizer from."""
         if self.optimizer is None:
-            name, rate = PAPER_OPTIMIZER
+            name, rate = _PAPER_OPTIMIZER
             return name, {"learning_rate": self.learning_rate or rate}
         rate = {} if self.learning_rate is None else {"learning_rate": self.learning_rate}
         return self.optimizer, rate
@@ -161,7 +161,7 @@ class SearchSettings:
     def distribution(self) -> tf.distribute.Strategy:
         """The strategy to build and train under (made now from a name)."""
         if isinstance(self.strategy, str):
-            return STRATEGIES[self.strategy]()
+            return _STRATEGIES[self.strategy]()
         return self.strategy or tf.distribute.get_strategy()
 
     def to_config(self) -> dict:

@@ -37,7 +37,7 @@ from tf_lottery.search.settings import SearchSettings
 from tf_lottery.search.trial import Trial, TrialSetup, compile_model, without_xla, xla_refused
 
 # the paper's loss: a classifier's logits
-DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
+_DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
 
 
 class LotteryTicketSearch:
@@ -121,49 +121,74 @@ class LotteryTicketSearch:
         trials of one search into the same run directory, each holding its trial's lock,
         or into separate ones (``tf-lottery report DIR DIR ...`` merges them).
         """
-        options = self.options
-        trials = range(options.trials) if trial is None else \
-            [whole_number(trial, "trial", minimum=0)]
-        if trials[-1] >= options.trials:
-            raise SettingError(f"trial {trial} does not exist: the search has trials 0 to "
-                               f"{options.trials - 1} (trials={options.trials})")
-        train = TrainingInput(train, options.batch_size, data_identity)
+        trials = self._trials(trial)
+        train = TrainingInput(train, self.options.batch_size, data_identity)
         evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
                       "test": EvaluationInput(test, "test", data_identity)}
-        with self.strategy.scope():
-            template = self._model_for_trial(0)  # the config records trial 0's architecture
-            self._check_copies(template)
-            self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
-            original = template if trials[0] == 0 else self._model_for_trial(trials[0])
-            first = self._prepared(original)
-        self._check_on_a_batch(first, evaluation["val"])
-        architecture = engine_for(template).to_json(template)
-        config = self._config(architecture, first, train, evaluation)
-        with self.run_dir.locked():
-            self.run_dir.adopt(config, {"model.json": architecture,
-                                        **(keep or {})})
-        summaries = SearchSummaries(self.run_dir.path / "logs", config,
-                                    {**config["schedule"], **config["settings"]}) \
-            if options.tensorboard else None
-        setup = TrialSetup(schedule=self.schedule, settings=self.settings, options=options,
-                           steps_per_execution=self.steps_per_execution, run_dir=self.run_dir,
-                           callbacks=tuple(callbacks), summaries=summaries)
-        setup = dataclasses.replace(setup, progress=Progress(
-            self._steps_to_run(setup, trials), options.trials, self.schedule.rounds,
-            options.monitor, options.verbose))
+        template, first = self._first_models(trials[0], evaluation["val"])
+        config = self._adopt_run_directory(template, first[1], train, evaluation, keep)
+        setup = self._trial_setup(config, trials, callbacks)
         try:
             for index in trials:
                 with self.run_dir.locked(index):
                     self.run_dir.remove_staging_leftovers(index)
                     self.run_dir.verify([index])
                     self._run_trial(setup, index, train, evaluation,
-                                    (original, first) if index == trials[0] else None)
+                                    first if index == trials[0] else None)
         finally:
-            if summaries:
-                summaries.close()
+            if setup.summaries:
+                setup.summaries.close()
+        return self._results()
+
+    def _trials(self, trial) -> range:
+        """The trials this run runs: all, or the one ``trial`` names."""
+        count = self.options.trials
+        if trial is None:
+            return range(count)
+        trial = whole_number(trial, "trial", minimum=0)
+        if trial >= count:
+            raise SettingError(f"trial {trial} does not exist: the search has trials 0 to "
+                               f"{count - 1} (trials={count})")
+        return range(trial, trial + 1)
+
+    def _first_models(self, trial: int, validation) -> tuple:
+        """Trial 0's model (the config records its architecture), and the first trial's
+        ``(model, LotteryModel)``, checked on a validation batch: every refusal the model,
+        the settings or the data can earn comes before anything is written."""
+        with self.strategy.scope():
+            template = self._model_for_trial(0)
+            self._check_copies(template)
+            self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
+            original = template if trial == 0 else self._model_for_trial(trial)
+            first = self._prepared(original)
+        self._check_on_a_batch(first, validation)
+        return template, (original, first)
+
+    def _adopt_run_directory(self, template, lottery, train, evaluation, keep) -> dict:
+        """Record the config in a new run directory, or check it against the one there."""
+        architecture = engine_for(template).to_json(template)
+        config = self._config(architecture, lottery, train, evaluation)
+        with self.run_dir.locked():
+            self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})})
+        return config
+
+    def _trial_setup(self, config: dict, trials, callbacks) -> TrialSetup:
+        options = self.options
+        summaries = SearchSummaries(self.run_dir.path / "logs", config,
+                                    {**config["schedule"], **config["settings"]}) \
+            if options.tensorboard else None
+        setup = TrialSetup(schedule=self.schedule, settings=self.settings, options=options,
+                           steps_per_execution=self.steps_per_execution, run_dir=self.run_dir,
+                           callbacks=tuple(callbacks), summaries=summaries)
+        return dataclasses.replace(setup, progress=Progress(
+            self._steps_to_run(setup, trials), options.trials, self.schedule.rounds,
+            options.monitor, options.verbose))
+
+    def _results(self) -> SearchResult:
+        """The committed rounds, written as table, CSV, JSON and plots (and printed)."""
         result = SearchResult.load(self.run_dir.path, verify=False)
         paths = result.save(self.run_dir.path)
-        if options.verbose:
+        if self.options.verbose:
             print(result.table())
             print(f"results: {', '.join(str(path) for path in paths.values())}", flush=True)
         return result
@@ -214,7 +239,7 @@ class LotteryTicketSearch:
         engine = engine_for(lottery)
         identifier, settings = self.options.optimizer_identifier()
         optimizer = engine.optimizer(identifier, **settings)
-        loss, metrics = self.options.loss or DEFAULT_LOSS, self.options.metrics
+        loss, metrics = self.options.loss or _DEFAULT_LOSS, self.options.metrics
         batches_per_step = engine.batches_per_step(optimizer)  # gradient accumulation
         try:
             compile_model(lottery, optimizer=optimizer, loss=engine.loss(loss),

@@ -27,13 +27,13 @@ import numpy as np
 from tf_lottery.foundations.errors import DataError
 
 # MD5 of the compressed files, as published with the datasets.
-MNIST_FILES = {
+_MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-FASHION_MNIST_FILES = {
+_FASHION_MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
@@ -77,7 +77,7 @@ def read_idx(path: str | os.PathLike, md5: str) -> np.ndarray:
     return data.reshape(shape)
 
 
-def load_idx_dataset(data_dir: str | os.PathLike, checksums: dict[str, str]):
+def _load_idx_dataset(data_dir: str | os.PathLike, checksums: dict[str, str]):
     """Load an MNIST-format dataset: ((x_train, y_train), (x_test, y_test)).
 
     Images come back as float32 in [0, 1] flattened to (N, rows * cols), labels as int64.
@@ -99,12 +99,12 @@ def load_idx_dataset(data_dir: str | os.PathLike, checksums: dict[str, str]):
 
 def load_mnist(data_dir: str | os.PathLike | None = None):
     """MNIST from the repository's embedded copy (or ``data_dir``), checksums verified."""
-    return load_idx_dataset(data_dir or EMBEDDED_MNIST_DIR, MNIST_FILES)
+    return _load_idx_dataset(data_dir or EMBEDDED_MNIST_DIR, _MNIST_FILES)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike):
     """Fashion-MNIST from a folder holding its four IDX .gz files, checksums verified."""
-    return load_idx_dataset(data_dir, FASHION_MNIST_FILES)
+    return _load_idx_dataset(data_dir, _FASHION_MNIST_FILES)
 
 
 def load_cifar10(data_dir: str | os.PathLike):

@@ -15,7 +15,7 @@ from tf_lottery.runs.rundir import RunDirectory
 
 from helpers import InterruptAt
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
 
 

@@ -161,7 +161,7 @@ def test_a_second_run_on_the_same_directory_is_refused(splits, tmp_path, monkeyp
         [sys.executable, "-c", "import sys, time\nfrom tf_lottery.runs.rundir import RunDirectory\n"
          f"with RunDirectory(sys.argv[1]).locked({trial}):\n    print('locked', flush=True)\n"
          "    time.sleep(60)", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
     monkeypatch.setattr(RunDirectory, "CONFIG_LOCK_WAIT", 0.5)
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -18,7 +18,7 @@ from tf_lottery.engines import engine_named
 from helpers import StepProbe, compile_for_classification, python_with, toy_data
 
 ENGINE = engine_named("keras3")
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @keras.saving.register_keras_serializable(package="tf_lottery_tests")
@@ -175,7 +175,7 @@ def test_import_leaves_tf_keras_as_keras_3_even_after_a_tf_keras_model(tmp_path)
 
 def test_the_jax_backend_runs_imp_and_the_search_exactly(tmp_path):
     pytest.importorskip("jax")
-    script = Path(__file__).parent / "scripts" / "keras3_jax.py"
+    script = ROOT / "tests" / "scripts" / "keras3_jax.py"
     report = json.loads(python_with(script, tmp_path, KERAS_BACKEND="jax"))
     assert report["backend"] == "jax"
     assert report["checked_steps"] == [4, 8] and report["imp_step"] == 12

@@ -4,7 +4,6 @@ loss scaling, weight decay, clipping), models without a config, custom training 
 The JAX backend runs the same checks in ``scripts/keras3_jax_training.py``."""
 
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,7 +15,7 @@ from tf_lottery.engines import canonical_names, engine_named
 from tf_lottery.engines.keras3 import MaskConstraint
 from tf_lottery.runs.rundir import RunDirectory
 
-from helpers import StepProbe, python_with, toy_data
+from helpers import ROOT, StepProbe, python_with, toy_data
 
 ENGINE = engine_named("keras3")
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=4, prune_rate=0.5)
@@ -231,7 +230,7 @@ def test_a_train_step_that_never_updates_the_optimizer_is_refused(tmp_path, batc
 
 def test_the_jax_backend_runs_the_user_s_training_under_imp(tmp_path):
     pytest.importorskip("jax")
-    script = Path(__file__).parent / "scripts" / "keras3_jax_training.py"
+    script = ROOT / "tests" / "scripts" / "keras3_jax_training.py"
     report = json.loads(python_with(script, tmp_path, KERAS_BACKEND="jax"))
     assert report["backend"] == "jax"
     assert report["own_step"] == {"steps_run": [0, 1, 2, 3] * 3, "imp_step": 12,

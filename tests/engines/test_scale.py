@@ -15,8 +15,8 @@ import tf_lottery as tfl
 
 from helpers import StepProbe, small_mlp, weights_by_path
 
-SCRIPT = Path(__file__).parent / "scripts" / "distributed_imp.py"
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
+SCRIPT = ROOT / "tests" / "scripts" / "distributed_imp.py"
 
 
 def _run_script(*args, env=None):
