@@ -28,6 +28,8 @@ setup(
     entry_points={"console_scripts": ["tf-lottery=tf_lottery.cli:main"]},
     extras_require={
         "jax": ["jax[cpu]>=0.4.30"],  # Keras 3's JAX backend
-        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "ruff>=0.6", "import-linter>=2.1"],
+        "ray": ["ray>=2.50,<3"],  # executor="ray": a search's trainings as Ray tasks
+        "test": ["pytest>=8", "jax[cpu]>=0.4.30", "ray>=2.50,<3", "ruff>=0.6",
+                 "import-linter>=2.1"],
     },
 )

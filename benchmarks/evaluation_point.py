@@ -1,7 +1,7 @@
 """Cost of one evaluation point of the paper's protocol: validation (5,000) and test (10,000).
 
 Lenet-300-100 on MNIST, XLA, for each engine (``--keras 2 3``): the search's evaluation
-(``tf_lottery.search.trial.Evaluator`` over ``EvaluationInput``, batches of
+(``tf_lottery.search.evaluation.Evaluator`` over ``EvaluationInput``, batches of
 ``evaluation_batch_size``, on the search's prepared model: one TensorFlow graph running the model's
 ``test_step`` over both sets, without XLA), the same Evaluator through Keras's ``evaluate`` (the
 search before 2026-11-26, and on JAX or under a strategy), ``evaluate`` of cached batches of
@@ -27,7 +27,7 @@ from tf_lottery.core.settings import ImpSettings  # noqa: E402
 from tf_lottery.imp.wrap import prepare  # noqa: E402
 from tf_lottery.search.evaluation import Evaluator  # noqa: E402
 from tf_lottery.search.inputs import EvaluationInput, evaluation_batch_size  # noqa: E402
-from tf_lottery.search.trial import compile_model  # noqa: E402
+from tf_lottery.search.training import compile_model  # noqa: E402
 from tf_lottery.zoo.data import load_dataset  # noqa: E402
 from tf_lottery.zoo.models import keras_module, lenet_300_100  # noqa: E402
 

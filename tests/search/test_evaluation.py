@@ -9,7 +9,7 @@ from tf_lottery.core.settings import ImpSettings
 from tf_lottery.imp.wrap import prepare
 from tf_lottery.search.evaluation import Evaluator
 from tf_lottery.search.inputs import EvaluationInput
-from tf_lottery.search.trial import compile_model
+from tf_lottery.search.training import compile_model
 
 from helpers import small_mlp
 

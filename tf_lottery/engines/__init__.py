@@ -21,9 +21,10 @@ from tf_lottery.engines.registry import (
     canonical_names,
     engine_for,
     engine_named,
+    keras_environment,
     keras_family,
 )
 
 __all__ = ["ENGINES", "KERAS_VERSIONS", "Callback", "Engine", "LotteryModel", "PrunedWeight",
            "RoundCallback", "RoundDriver", "TrainingGuard", "canonical_names", "engine_for",
-           "engine_named", "keras_family"]
+           "engine_named", "keras_environment", "keras_family"]

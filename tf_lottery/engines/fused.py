@@ -11,7 +11,7 @@ step's batch from the variables that hold the arrays and runs the model's own
 order, through the same optimizer: what Keras's loop computes, without its per-step cost
 (``benchmarks/search_speed.py`` measures the search with it).
 
-Example (what :class:`~tf_lottery.search.trial.Trial` does around each training)::
+Example (what :func:`~tf_lottery.search.training.train` does around each training)::
 
     fused = FusedSteps(train, steps=100)
     if fused.applies(model):

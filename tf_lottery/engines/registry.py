@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 
 from tf_lottery.foundations.errors import SettingTypeError
@@ -65,3 +66,13 @@ def canonical_names():
         for scope in scopes:
             stack.enter_context(scope)
         yield
+
+
+def keras_environment() -> dict:
+    """The environment variables another process (a Ray worker) needs to make this process's
+    Keras choices: Keras 3's backend and whether ``tf.keras`` means tf_keras."""
+    env = {key: os.environ[key] for key in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")
+           if key in os.environ}
+    if "keras" in sys.modules:  # the backend this process runs, however it was chosen
+        env["KERAS_BACKEND"] = sys.modules["keras"].backend.backend()
+    return env

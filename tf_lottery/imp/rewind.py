@@ -81,23 +81,54 @@ class RewindPoint:
         except DamagedFileError as error:
             raise RewindCheckpointError(str(error)) from error
         expected = engine_for(model).model_weights(model)
-        variables = {path: tf.Variable(tf.zeros(var.shape, var.dtype))
-                     for path, var in expected.items()}
-        step = tf.Variable(0, dtype=tf.int64)
         try:
-            status = tf.train.Checkpoint(weights=variables, step=step).read(str(prefix))
-            status.assert_consumed()
-        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
+            values, step = _read_checkpoint(prefix, expected)
+        except (KeyError, ValueError, tf.errors.OpError) as error:
             raise RewindCheckpointError(
                 f"the rewind checkpoint in {directory} does not match this model or is "
                 f"damaged ({error}). Use the checkpoint written when this model was wrapped."
             ) from error
-        return cls({path: var.numpy() for path, var in variables.items()}, int(step.numpy()))
+        return cls(values, step)
 
     def restore(self, model, masks) -> None:
         """Set every layer weight to its rewind value; weights pruned by ``masks`` become 0."""
         for path, variable in engine_for(model).model_weights(model).items():
             variable.assign(masked(self.values[path], masks.get(path)))
+
+
+def _read_checkpoint(prefix: Path, expected: dict) -> tuple[dict[str, np.ndarray], int]:
+    """The values and step stored under ``prefix``, checked name by name and shape by shape
+    against ``expected`` (path -> variable).
+
+    A plain reader, not ``Checkpoint.read``: a read that a Ctrl-C cuts short leaves nothing
+    half-restored behind to warn about at exit.
+    """
+    reader = tf.train.load_checkpoint(str(prefix))
+    stored = reader.get_variable_to_shape_map()
+    keys = {_checkpoint_key(path): path for path in expected}
+    step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+    unexpected = sorted(set(stored) - set(keys) - {step_key, "_CHECKPOINTABLE_OBJECT_GRAPH"})
+    missing = sorted(path for key, path in keys.items() if key not in stored)
+    if missing or unexpected or step_key not in stored:
+        raise KeyError(f"weights missing from the checkpoint: {missing or 'none'}; "
+                       f"weights the model does not have: {unexpected or 'none'}")
+    values = {}
+    for key, path in keys.items():
+        value, variable = reader.get_tensor(key), expected[path]
+        if (value.shape, value.dtype) != (tuple(variable.shape),
+                                          tf.as_dtype(variable.dtype).as_numpy_dtype):
+            raise ValueError(f"{path} is {value.dtype} {value.shape} in the checkpoint and "
+                             f"{tf.as_dtype(variable.dtype).name} {tuple(variable.shape)} in "
+                             "the model")
+        values[path] = value
+    return values, int(reader.get_tensor(step_key))
+
+
+def _checkpoint_key(path: str) -> str:
+    """The key ``tf.train.Checkpoint(weights={path: ...})`` stores a weight under (TF escapes
+    "." as ".." and "/" as ".S" in object names)."""
+    escaped = path.replace(".", "..").replace("/", ".S")
+    return f"weights/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _rewind_point_dir(checkpoint_dir, step: int) -> Path:
@@ -143,9 +174,15 @@ class RewindPoints:
 
     def capture(self, model) -> RewindPoint:
         """Write ``model``'s weights as the point of the capture step."""
-        self._loaded[self.capture_step] = save_rewind_point(model, self.directory,
-                                                            self.capture_step)
-        return self._loaded[self.capture_step]
+        return self.keep(RewindPoint.capture(model, self.capture_step))
+
+    def keep(self, point: RewindPoint) -> RewindPoint:
+        """Write ``point`` (captured at the capture step elsewhere) unless it is on disk
+        already (the same weights, captured again by a training that ran again)."""
+        if not _rewind_point_dir(self.directory, point.step).exists():
+            point.save(_rewind_point_dir(self.directory, point.step))
+        self._loaded[point.step] = point
+        return point
 
     def theta0(self, model) -> RewindPoint:
         """θ0, written first (``save_theta0``) and read back as it is on disk."""

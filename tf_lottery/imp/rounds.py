@@ -21,13 +21,21 @@ from tf_lottery.imp.rewind import RewindPoint
 
 def trained_masks(model, schedule, settings: ImpSettings, next_round: int,
                   initial: Optional[RewindPoint] = None, label: str = "") -> Masks:
-    """The masks of ``next_round``, chosen among the survivors by the trained weights and,
-    for criteria that use them, the weights at the rewind point ``initial``.
+    """The masks of ``next_round`` for a prepared ``model`` at the end of its round: see
+    :func:`chosen_masks`."""
+    return chosen_masks(model.masked_weights(), model.masks, schedule, settings, next_round,
+                        initial, label)
+
+
+def chosen_masks(weights: dict, masks: Masks, schedule, settings: ImpSettings,
+                 next_round: int, initial: Optional[RewindPoint] = None,
+                 label: str = "") -> Masks:
+    """The masks of ``next_round``, chosen among the survivors of ``masks`` by the trained
+    ``weights`` (path -> masked values) and, for criteria that use them, the weights at the
+    rewind point ``initial``.
 
     Raises DivergedError, changing nothing, if a surviving weight is not finite.
     """
-    masks = model.masks
-    weights = model.masked_weights()
     broken = [path for path, value in weights.items() if not np.all(np.isfinite(value))]
     if broken:
         raise DivergedError(

@@ -208,21 +208,22 @@ class RunDirectory:
         """The folder of one training's epoch backups (:class:`BackupFiles`)."""
         return self.in_progress(trial) / f"round_{round_index:02d}_{variant}"
 
-    def keep_backups_of(self, trial: int, round_index: int) -> None:
-        """Remove the epoch backups of other rounds than ``round_index`` (committed ones);
-        backups of the layout before one folder per training (``in_progress/epoch_NNNN``)
-        move to theirs."""
+    def discard_committed_backups(self, trial: int, committed: int) -> None:
+        """Remove the epoch backups of ``trial``'s rounds before ``committed`` (those rounds
+        are committed); backups of the layout before one folder per training
+        (``in_progress/epoch_NNNN``) move to theirs."""
         for backup in BackupFiles.all(self.in_progress(trial)):
             # no state where that layout's removal was killed
             saved = read_json(backup.state) if backup.state.exists() else {}
-            if saved.get("round") == round_index:
-                folder = self.training_backups(trial, round_index, saved["variant"])
+            if saved.get("round", -1) >= committed:
+                folder = self.training_backups(trial, saved["round"], saved["variant"])
                 folder.mkdir(parents=True, exist_ok=True)
                 backup.folder.rename(folder / backup.folder.name)
             else:
                 remove(backup.folder)
         for folder in self.in_progress(trial).glob("round_*"):
-            if not folder.name.startswith(f"round_{round_index:02d}_"):
+            match = re.match(r"round_(\d+)_", folder.name)
+            if not match or int(match.group(1)) < committed:
                 remove(folder)
 
     def round(self, trial: int, round_index: int) -> Path:

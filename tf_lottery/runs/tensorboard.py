@@ -162,9 +162,15 @@ class SearchSummaries:
         self.config, self.hparams = config, hparams
         self._writers = {}
 
-    def curve(self, trial: int, variant: str, round_index: int) -> _CurveWriter:
-        """The writer of one training's evaluation curve (close it when the training ends)."""
-        return _CurveWriter(self.logdir / f"trial_{trial}" / variant / f"round_{round_index:02d}")
+    def training_curve(self, trial: int, variant: str, round_index: int, curve: list,
+                       monitor: str, best: dict) -> None:
+        """One training's evaluations (``curve``) and its early stop (``best``)."""
+        writer = _CurveWriter(self.logdir / f"trial_{trial}" / variant /
+                              f"round_{round_index:02d}")
+        for point in curve:
+            writer.evaluation(point)
+        writer.early_stop(monitor, best)
+        writer.close()
 
     def _writer(self, trial: int, variant: str) -> _RoundSummaryWriter:
         key = (trial, variant)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,7 @@ class EpochBackup(Callback):
         self.folder, self.identity, self.tracker = Path(folder), identity, tracker
         self.optimizer_variables = optimizer_variables
 
-    def on_train_begin(self, logs=None):
-        self._began, self._before = time.perf_counter(), self.tracker.state.seconds
-
-    def on_train_end(self, logs=None):
-        self._count_time()
-
-    def _count_time(self):
-        self.tracker.state.seconds = self._before + time.perf_counter() - self._began
-
     def on_epoch_end(self, epoch, logs=None):
-        self._count_time()
         previous = BackupFiles.all(self.folder)
         target = BackupFiles.of_epoch(self.folder, epoch + 1)
         with replacing(target.folder, keep_existing=True) as stage:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -89,8 +90,9 @@ class Evaluator:
 class RoundTracker(Callback):
     """Evaluates every ``eval_every`` iterations, remembers the best ``monitor`` value, stops
     the fit after the training's ``steps`` or at a non-finite loss; captures a rewind point if
-    asked. Iterations are the optimizer's: ``steps`` (a range) starts where its counter
-    does, and ``batches_per_step`` batches make one step (gradient accumulation)."""
+    asked; counts the seconds trained. Iterations are the optimizer's: ``steps`` (a range)
+    starts where its counter does, and ``batches_per_step`` batches make one step (gradient
+    accumulation)."""
 
     def __init__(self, options, evaluator: Evaluator, steps: range, capture=None,
                  listeners=(), batches_per_step: int = 1):
@@ -101,8 +103,21 @@ class RoundTracker(Callback):
         self.batches_per_step = batches_per_step
         self.state = TrainingState()
 
+    def on_train_begin(self, logs=None):
+        self._began, self._before = time.perf_counter(), self.state.seconds
+
+    def on_train_end(self, logs=None):
+        self._count_time()
+
+    def _count_time(self):
+        """The seconds this training has trained, over every process that ran it."""
+        self.state.seconds = self._before + time.perf_counter() - self._began
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.state.step
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._count_time()  # before the epoch backup saves the state
 
     def on_train_batch_end(self, batch, logs=None):
         """Called once per compiled call of ``steps_per_execution`` steps: ``batch`` is the

@@ -81,6 +81,16 @@ class Progress:
         self.stream.flush()
         self._training = None
 
+    def trained(self, outcome) -> None:
+        """A training that ran elsewhere (a Ray worker) returned: its line."""
+        spec, record = outcome.spec, outcome.record
+        self.done += len(spec.steps)
+        best = outcome.best
+        self.line(f"trial {spec.trial + 1}/{self.trials} round {spec.round}/{self.rounds} "
+                  f"{spec.variant:<14} {record.weights_remaining:>6.1%} {self.monitor} "
+                  f"{best[self.monitor]:.4f} @ {best['iteration']}, {record.wall_time:.0f} s "
+                  f"| {self.left()} left")
+
     def line(self, text: str) -> None:
         if self.verbose >= 1:
             print(text, file=self.stream, flush=True)

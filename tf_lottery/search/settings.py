@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Optional, Union
 
 import tensorflow as tf
@@ -75,6 +76,15 @@ class SearchSettings:
       strategy: a ``tf.distribute.Strategy`` to build and train every model under, or its
         name: "mirrored" (the devices of this machine), "multi_worker" (``TF_CONFIG``'s
         workers); None: TensorFlow's default.
+      executor: where the trainings run: "local" (one after another in this process) or
+        "ray" (each a Ray task, as soon as its inputs exist: every core of this machine,
+        every machine of a cluster; ``pip install 'tf_lottery[ray]'``).
+      ray_address: the Ray cluster to join ("auto", or "host:port" of its head); None
+        starts a Ray runtime on this machine.
+      workers: trainings at once (None: as many as the cluster's CPUs, and GPUs, hold).
+      cpus_per_training, gpus_per_training: what one training takes of a node; TensorFlow
+        runs ``ceil(cpus_per_training)`` threads in it, and a fraction of a GPU packs
+        several trainings on one, each taking the GPU memory it uses rather than all.
     """
 
     controls: tuple = _recorded(tuple(CONTROLS))
@@ -92,6 +102,11 @@ class SearchSettings:
     tensorboard: bool = True
     verbose: int = 1
     strategy: object = None  # recorded as its replica count
+    executor: str = "local"
+    ray_address: Optional[str] = None
+    workers: Optional[int] = None
+    cpus_per_training: float = 1.0
+    gpus_per_training: float = 0.0
 
     def __post_init__(self):
         controls = names(self.controls, "controls")
@@ -128,6 +143,30 @@ class SearchSettings:
         elif not isinstance(self.strategy, tf.distribute.Strategy):
             raise SettingTypeError(f"strategy must be a tf.distribute.Strategy or one of "
                                    f"{', '.join(_STRATEGIES)}, got {type(self.strategy).__name__}")
+        self._check_executor()
+
+    def _check_executor(self) -> None:
+        one_of(self.executor, "executor", ("local", "ray"))
+        if self.workers is not None:
+            self._set("workers", whole_number(self.workers, "workers"))
+        self._set("cpus_per_training",
+                  positive_number(self.cpus_per_training, "cpus_per_training"))
+        if isinstance(self.gpus_per_training, bool) or \
+                not isinstance(self.gpus_per_training, (int, float)) or \
+                self.gpus_per_training < 0:
+            raise SettingError(f"gpus_per_training must be a number >= 0 (a fraction packs "
+                               f"trainings on a GPU), got {self.gpus_per_training!r}")
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise SettingError(f"ray_address must be \"auto\" or \"host:port\", got "
+                               f"{self.ray_address!r}")
+        if self.executor == "local":
+            return
+        if importlib.util.find_spec("ray") is None:
+            raise SettingError("executor='ray' needs Ray: pip install 'tf_lottery[ray]'")
+        if self.strategy is not None:
+            raise SettingError("a search on Ray gives each training a worker of its own; "
+                               "it takes no tf.distribute strategy (leave strategy out, or "
+                               "use executor='local')")
 
     def better(self, value: float, best: float) -> bool:
         """Whether ``value`` of the monitored metric beats ``best``."""

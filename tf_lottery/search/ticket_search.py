@@ -5,17 +5,20 @@ loss every ``eval_every`` iterations; the early-stop iteration is the one of min
 validation loss and the reported test accuracy is the one there (the paper's protocol).
 The controls of each round (:mod:`tf_lottery.core.controls`) train the same way. Every round
 is committed to the run directory as a whole; running again resumes after the last
-committed round. One trial's trainings are :class:`tf_lottery.search.trial.Trial`'s.
+committed round. The trainings are a graph (:mod:`tf_lottery.search.graph`) that an
+executor runs (:mod:`tf_lottery.search.executors`): in this process, or on Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 from collections.abc import Callable
-from typing import Union
+from typing import NamedTuple, Union
 
 import tensorflow as tf
 
@@ -26,15 +29,23 @@ from tf_lottery.engines import canonical_names, engine_for, keras_family
 from tf_lottery.foundations.checks import did_you_mean, whole_number
 from tf_lottery.foundations.declared import keyword_signature, split_options
 from tf_lottery.foundations.errors import DataError, SettingError, SettingTypeError, reason
-from tf_lottery.imp.rewind import RewindPoint
+from tf_lottery.imp.rewind import RewindPoint, RewindPoints
 from tf_lottery.imp.wrap import prepare
 from tf_lottery.runs.results import SearchResult
 from tf_lottery.runs.rundir import RunDirectory
 from tf_lottery.runs.tensorboard import SearchSummaries
+from tf_lottery.search.executors import (
+    LocalExecutor,
+    RayExecutor,
+    WorkerJob,
+    check_portable,
+    portable,
+)
+from tf_lottery.search.graph import SearchGraph, TrialRounds, TrialSetup
 from tf_lottery.search.inputs import EvaluationInput, TrainingInput
 from tf_lottery.search.progress import Progress
 from tf_lottery.search.settings import SearchSettings
-from tf_lottery.search.trial import Trial, TrialSetup, compile_model, without_xla, xla_refused
+from tf_lottery.search.training import TrainingContext, compiled, without_xla, xla_refused
 
 # the paper's loss: a classifier's logits
 _DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
@@ -54,7 +65,9 @@ class LotteryTicketSearch:
       **options: the :class:`~tf_lottery.search.settings.SearchSettings` (``controls``,
         ``trials``, ``optimizer``, ``learning_rate``, ``batch_size``, ``eval_every``,
         ``loss``, ``metrics``, ``monitor``, ``mode``, ``steps_per_execution``,
-        ``jit_compile``, ``tensorboard``, ``verbose``, ``strategy``) and the
+        ``jit_compile``, ``tensorboard``, ``verbose``, ``strategy``; where the trainings
+        run: ``executor``, ``ray_address``, ``workers``, ``cpus_per_training``,
+        ``gpus_per_training``) and the
         :class:`~tf_lottery.ImpSettings` (``rewind_to``, ``scope``, ``criterion``,
         ``block_size``, ``exclude``, ``prunable``, ``seed``: as in ``prune_with_rewinding``;
         ``seed`` also seeds the trials).
@@ -65,6 +78,10 @@ class LotteryTicketSearch:
                                          run_dir="runs/lenet", trials=3)
         result = search.run(train=(x, y), validation=(xv, yv), test=(xt, yt))
         print(result.table())
+
+        # the same trainings as Ray tasks, two at a time on this machine's cores
+        tfl.LotteryTicketSearch(build, schedule, "runs/lenet", trials=3, executor="ray",
+                                workers=2).run((x, y), (xv, yv), (xt, yt))
     """
 
     def __init__(self, model: Union[Callable[[int], object], object],
@@ -122,22 +139,34 @@ class LotteryTicketSearch:
         or into separate ones (``tf-lottery report DIR DIR ...`` merges them).
         """
         trials = self._trials(trial)
+        if self.options.executor == "ray":
+            check_portable((train, validation, test), callbacks)
+        data = (train, validation, test)
         train = TrainingInput(train, self.options.batch_size, data_identity)
         evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
                       "test": EvaluationInput(test, "test", data_identity)}
         template, first = self._first_models(trials[0], evaluation["val"])
-        config = self._adopt_run_directory(template, first[1], train, evaluation, keep)
+        config, architecture = self._adopt_run_directory(template, first.lottery, train,
+                                                         evaluation, keep)
         setup = self._trial_setup(config, trials, callbacks)
-        try:
+        with contextlib.ExitStack() as held:
             for index in trials:
-                with self.run_dir.locked(index):
-                    self.run_dir.remove_staging_leftovers(index)
-                    self.run_dir.verify([index])
-                    self._run_trial(setup, index, train, evaluation,
-                                    first if index == trials[0] else None)
-        finally:
-            if setup.summaries:
-                setup.summaries.close()
+                held.enter_context(self.run_dir.locked(index))
+                self.run_dir.remove_staging_leftovers(index)
+                self.run_dir.verify([index])
+            with self.strategy.scope():
+                models = {index: first.model if index == first.trial else
+                          self._model_for_trial(index) for index in trials}
+            graph = SearchGraph([TrialRounds(setup, index, model,
+                                             functools.partial(self.fresh_draw, model),
+                                             first.lottery.masks)
+                                 for index, model in models.items()])
+            try:
+                self._executor(setup, first, models, train, evaluation, architecture, data,
+                               data_identity).run(graph)
+            finally:
+                if setup.summaries:
+                    setup.summaries.close()
         return self._results()
 
     def _trials(self, trial) -> range:
@@ -153,24 +182,25 @@ class LotteryTicketSearch:
 
     def _first_models(self, trial: int, validation) -> tuple:
         """Trial 0's model (the config records its architecture), and the first trial's
-        ``(model, LotteryModel)``, checked on a validation batch: every refusal the model,
-        the settings or the data can earn comes before anything is written."""
+        model and LotteryModel, checked on a validation batch: every refusal the model, the
+        settings or the data can earn comes before anything is written."""
         with self.strategy.scope():
             template = self._model_for_trial(0)
             self._check_copies(template)
             self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
             original = template if trial == 0 else self._model_for_trial(trial)
-            first = self._prepared(original)
-        self._check_on_a_batch(first, validation)
-        return template, (original, first)
+            lottery = self._prepared(original)
+        self._check_on_a_batch(lottery, validation)
+        return template, _FirstTrial(trial, original, lottery)
 
-    def _adopt_run_directory(self, template, lottery, train, evaluation, keep) -> dict:
-        """Record the config in a new run directory, or check it against the one there."""
+    def _adopt_run_directory(self, template, lottery, train, evaluation, keep) -> tuple:
+        """Record the config in a new run directory, or check it against the one there;
+        the config and trial 0's architecture (JSON)."""
         architecture = engine_for(template).to_json(template)
         config = self._config(architecture, lottery, train, evaluation)
         with self.run_dir.locked():
             self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})})
-        return config
+        return config, architecture
 
     def _trial_setup(self, config: dict, trials, callbacks) -> TrialSetup:
         options = self.options
@@ -235,21 +265,8 @@ class LotteryTicketSearch:
 
     def _prepared(self, model):
         """The compiled LotteryModel of one trial's model (refusals come from here)."""
-        lottery = prepare(model, self.schedule, self.settings)
-        engine = engine_for(lottery)
-        identifier, settings = self.options.optimizer_identifier()
-        optimizer = engine.optimizer(identifier, **settings)
-        loss, metrics = self.options.loss or _DEFAULT_LOSS, self.options.metrics
-        batches_per_step = engine.batches_per_step(optimizer)  # gradient accumulation
-        try:
-            compile_model(lottery, optimizer=optimizer, loss=engine.loss(loss),
-                          metrics=[engine.metric(metric) for metric in metrics],
-                          steps_per_execution=self.steps_per_execution * batches_per_step,
-                          jit_compile=self._use_xla)
-        except (ValueError, TypeError) as error:
-            raise SettingError(f"the model cannot be compiled with loss={loss!r}, "
-                               f"metrics={list(metrics)!r}: {error}") from error
-        return lottery
+        return compiled(prepare(model, self.schedule, self.settings), self.options,
+                        self.steps_per_execution, self._use_xla)
 
     def _check_execution_steps(self) -> None:
         """Every place the search acts (an evaluation, a round end, the rewind capture)
@@ -334,58 +351,54 @@ class LotteryTicketSearch:
                      "test": evaluation["test"].identity()},
         }
 
-    def _run_trial(self, setup, trial, train, evaluation, built=None):
-        done = self.run_dir.completed_rounds(trial)
-        if done > self.schedule.rounds:
-            self.run_dir.discard_backups(trial)  # a kill may have come before they went
-            return
-        with self.strategy.scope():
-            if built is None:
-                original = self._model_for_trial(trial)
-                built = (original, self._prepared(original))
-            original, model = built
-            run = Trial(setup, trial, model, lambda seed: self.fresh_draw(original, seed),
-                        train, evaluation)
-        masks, start = run.resume_state(done)
-        for round_index in range(done, self.schedule.rounds + 1):
-            with self.run_dir.staging(trial, round_index) as stage:
-                trainings, trained, next_masks = run.round(round_index, masks, start, stage)
-            if setup.summaries:
-                self._summarize(setup.summaries, trial, round_index, trainings)
-            self._report_round(setup.progress, trial, round_index,
-                               [t.record for t in trainings])
-            if next_masks is not None:
-                masks = next_masks
-                start = run.points.start(run.model) or trained
-        self.run_dir.discard_backups(trial)
-        if setup.summaries:
-            setup.summaries.trial_finished(trial, [
-                Masks.load(self.run_dir.round_files(trial, r).masks("ticket"))
-                for r in range(self.schedule.rounds + 1)])
+    def _executor(self, setup: TrialSetup, first, models: dict, train, evaluation,
+                  architecture: str, data: tuple, data_identity):
+        """Where the trainings run: this process, or Ray (``executor``)."""
+        options = self.options
+        if options.executor == "local":
+            return LocalExecutor(self._local_contexts(setup, first, models, train, evaluation))
+        engine = engine_for(first.lottery)
+        rebuildable = json.loads(architecture).get("config", {}) is not None
+        job = WorkerJob(engine=engine.name, architecture=architecture,
+                        build=None if rebuildable else self._build, schedule=self.schedule,
+                        settings=self.settings, options=portable(options, engine),
+                        steps_per_execution=self.steps_per_execution,
+                        jit_compile=self._use_xla, data_identity=data_identity,
+                        run_dir=self.run_dir.path, callbacks=setup.callbacks)
+        return RayExecutor(options, job, data, setup.progress)
 
-    def _summarize(self, summaries, trial, round_index, trainings):
-        for training in trainings:
-            previous = self.run_dir.round_files(trial, round_index - 1).masks(
-                training.record.variant)
-            summaries.round_committed(
-                training.record, training.masks,
-                Masks.load(previous) if previous.is_file() else None, training.weights)
-        result = SearchResult.load(self.run_dir.path, verify=False)
-        summaries.plot(trial, round_index, result.plot_png(), result.curves_png())
+    def _local_contexts(self, setup: TrialSetup, first, models: dict, train, evaluation):
+        """A trial's TrainingContext in this process, made when its first training comes
+        (the first trial's model is prepared already) and kept while its trainings come."""
+        made = {}
 
-    def _report_round(self, progress, trial, round_index, records):
-        ticket, metric = records[0], SearchResult(records).metric
-        controls = "".join(f", {r.variant} {r.metric(metric):.4f}" for r in records[1:])
-        progress.line(f"trial {trial + 1}/{self.options.trials}, round {round_index}/"
-                      f"{self.schedule.rounds}: {ticket.weights_remaining:.2%} of weights, test "
-                      f"{metric} at early stop {ticket.metric(metric):.4f} (iteration "
-                      f"{ticket.early_stop_iteration}){controls}; about {progress.left()} left")
+        def context(trial: int) -> TrainingContext:
+            if trial not in made:
+                made.clear()  # trial by trial: the last trial's model goes
+                with self.strategy.scope():  # the context sees the strategy (its evaluator)
+                    lottery = first.lottery if trial == first.trial else \
+                        self._prepared(models[trial])
+                    made[trial] = TrainingContext(
+                        lottery, train, evaluation, self.options, self.steps_per_execution,
+                        setup.callbacks, backups=self.run_dir, progress=setup.progress,
+                        rewind_points=RewindPoints(self.run_dir.rewind_dir(trial),
+                                                   self.settings.policy))
+            return made[trial]
+        return context
 
     def _steps_to_run(self, setup, trials) -> int:
         """The training steps this run has ahead (the trainings not committed yet)."""
         return sum(len(setup.steps(variant, r)) for trial in trials
                    for r in range(self.run_dir.completed_rounds(trial), self.schedule.rounds + 1)
                    for variant in ("ticket", *(self.options.controls if r > 0 else ())))
+
+
+class _FirstTrial(NamedTuple):
+    """The first trial a run runs: its model, and the LotteryModel checked on a batch."""
+
+    trial: int
+    model: object
+    lottery: object
 
 
 LotteryTicketSearch.__init__.__signature__ = keyword_signature(
