@@ -1,42 +1,51 @@
 """tf_lottery: lottery-ticket iterative magnitude pruning for Keras 3 and tf_keras models.
 
 Importing it imports neither TF-MOT nor tf_keras (they load when a tf_keras model is
-given) and leaves ``tf.keras`` as the environment makes it.
+given) and leaves ``tf.keras`` as the environment makes it. The public names load on first
+use (TensorFlow with them), so ``tf_lottery.cli`` can quiet TensorFlow's start-up log
+before TensorFlow is imported.
 """
 
-from tf_lottery.core.masks import Masks
-from tf_lottery.core.schedule import RewindingSchedule
-from tf_lottery.core.settings import ImpSettings
-from tf_lottery.engines import LotteryModel
-from tf_lottery.engines.callbacks import RoundCallback
-from tf_lottery.export import ExportReport, export_model, export_saved_model, export_tflite
-from tf_lottery.foundations.errors import (
-    ConfigError,
-    DamagedFileError,
-    DataError,
-    DivergedError,
-    ExportError,
-    RewindCheckpointError,
-    RunDirectoryError,
-    SettingError,
-    TfLotteryError,
-)
-from tf_lottery.imp.controller import RoundSummary
-from tf_lottery.imp.rewind import RewindPoint
-from tf_lottery.imp.wrap import prune_with_rewinding, strip_pruning
-from tf_lottery.runs.results import RoundRecord, SearchResult
-from tf_lottery.runs.serialization import custom_object_scope, load_model
-from tf_lottery.runs.tensorboard import TensorBoardRounds
-from tf_lottery.search.ticket_search import LotteryTicketSearch
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
-    "ExportReport", "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks",
-    "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
-    "RoundRecord", "RoundSummary", "RunDirectoryError", "SearchResult", "SettingError",
-    "TensorBoardRounds", "TfLotteryError", "custom_object_scope", "export_model",
-    "export_saved_model", "export_tflite", "load_model", "prune_with_rewinding",
-    "strip_pruning",
-]
+# each public name -> the module that defines it, imported when the name is first used
+_PUBLIC = {
+    "Masks": "core.masks",
+    "RewindingSchedule": "core.schedule",
+    "ImpSettings": "core.settings",
+    "LotteryModel": "engines",
+    "RoundCallback": "engines.callbacks",
+    **dict.fromkeys(["ExportReport", "export_model", "export_saved_model", "export_tflite"],
+                    "export"),
+    **dict.fromkeys(["ConfigError", "DamagedFileError", "DataError", "DivergedError",
+                     "ExportError", "RewindCheckpointError", "RunDirectoryError",
+                     "SettingError", "TfLotteryError"], "foundations.errors"),
+    "RoundSummary": "imp.controller",
+    "RewindPoint": "imp.rewind",
+    "prune_with_rewinding": "imp.wrap",
+    "strip_pruning": "imp.wrap",
+    "RoundRecord": "runs.results",
+    "SearchResult": "runs.results",
+    "custom_object_scope": "runs.serialization",
+    "load_model": "runs.serialization",
+    "TensorBoardRounds": "runs.tensorboard",
+    "LotteryTicketSearch": "search.ticket_search",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tf_lottery' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tf_lottery.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

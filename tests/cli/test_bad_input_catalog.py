@@ -73,13 +73,36 @@ def labels_out_of_range():
 def nan_labels():
     x, y = np.zeros((120, 28, 28, 1), np.float32), np.full((120, 10), np.nan, np.float32)
     return (x, y), (x, y), (x, y)
+
+
+def missing_file(seed):
+    return np.load("no_such_digits.npz")
+
+
+def broken_model(seed):
+    raise ValueError(f"no architecture for seed {seed}")
 """
 
 
 def _user_cli(ws, *overrides):
-    """The CLI with a module of the user's beside the config (outside the workspace)."""
+    """The CLI with a module of the user's beside the config (outside the workspace); the
+    config's sizes unset (the functions take none)."""
     (ws.parent / "user_things.py").write_text(USER_MODULE)
-    return _cli(ws, *overrides)
+    return _cli(ws, "train_size=null", "validation_size=null", "test_size=null", *overrides)
+
+
+def _stopped_run(ws):
+    """A run stopped in round 1 (beside the workspace), as it is left on disk."""
+    run = ws.parent / "stopped"
+    assert _cli(ws, f"run_dir={run}", "controls=[]") == 0
+    shutil.rmtree(run / "trial_0" / "round_01")
+    return run
+
+
+def _api_run(ws):
+    """A run of the Python API (no run_config.yaml), beside the workspace."""
+    _search(ws.parent / "api_run", controls=()).run(DATA, DATA, DATA)
+    return ws.parent / "api_run"
 
 
 def _tfmot_wrapped():
@@ -240,6 +263,30 @@ CATALOG = {
                                  "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
+    # --- issue 31: int8 export from the CLI (item 1) ---
+    "int8 export of a run without its config": (lambda ws: main(
+        ["export", str(_api_run(ws)), "--quantize", "int8", "--dense", "--output",
+         str(ws / "t.tflite")]), CLI,
+        "--quantize int8 calibrates on the run's training data, and .*run_config.yaml"),
+    # --- issue 31: a dataset function's own defaults (item 2) ---
+    "size the dataset function does not take": (lambda ws: _user_cli(
+        ws, "dataset=user_things:two_sets", "train_size=100"), CLI,
+        "the config sets train_size: 100, but the dataset function 'user_things:two_sets' "
+        "has no parameter train_size"),
+    # --- issue 31: errors of your own functions (item 3) ---
+    "dataset function that raises": (lambda ws: _user_cli(
+        ws, "dataset=user_things:missing_file"), CLI,
+        "your dataset function 'user_things:missing_file' raised FileNotFoundError: .*"
+        "no_such_digits.npz.*Traceback of your code.*user_things.py\", line \\d+, in "
+        "missing_file"),
+    "model function that raises": (lambda ws: _user_cli(
+        ws, "model=user_things:broken_model"), CLI,
+        "your model function 'user_things:broken_model' raised ValueError: no architecture "
+        "for seed 0.*Traceback of your code.*in broken_model"),
+    # --- issue 31: export of a run in progress (item 7) ---
+    "export of a run in progress without --round": (lambda ws: main(
+        ["export", str(_stopped_run(ws)), "--output", str(ws / "t.tflite")]), CLI,
+        "trial 0 of .*stopped is in progress: round 0 of 2 committed.*--round 0"),
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tf_lottery.cli import TF_LOG_LINE
 from tf_lottery.cli.commands import main
 from tf_lottery.cli.config import ConfigError, RunConfig
+from tf_lottery.foundations.errors import UserCodeError
 
 TINY = """\
 run_dir: {run_dir}
@@ -40,9 +43,11 @@ def _tiny(tmp_path, **extra):
 def test_run_and_report_end_to_end_through_the_console_script(tmp_path):
     script = Path(sys.executable).parent / "tf-lottery"
     assert script.is_file(), "pip install -e . installs the tf-lottery console script"
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([str(script), "run", str(_tiny(tmp_path)), "seed=4"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stderr.splitlines() if TF_LOG_LINE.match(line)]
     assert "trial 1/1, round 1/1: 50.09% of weights" in done.stdout  # (117600+15000+750)/266200
     assert "random_pruning" in done.stdout
     for name in ("results.csv", "results.json", "plot.png", "config.json", "model.json"):
@@ -148,3 +153,158 @@ def test_progress_is_plain_lines_in_a_file_and_bars_in_a_terminal(tmp_path):
     text = shown.decode(errors="replace")
     assert re.search(r"\rtrial 1/1 round 1/1 random_pruning +50\.1% \|#{10}\| it +5/5 "
                      r"val_loss [0-9.]+ \(best [0-9.]+ @ 5\) \| \S+ left", text)  # a bar
+
+
+OWN_CODE = '''
+import numpy as np
+
+GIVEN = []
+
+
+def load(seed, train_size=90, validation_size=30, test_size=None):
+    GIVEN.append(dict(seed=seed, train_size=train_size, validation_size=validation_size,
+                      test_size=test_size))
+    x = np.random.default_rng(seed).random((200, 6), dtype=np.float32)
+    y = x[:, :3].argmax(axis=1)
+    test = 200 - 120 if test_size is None else test_size
+    return (x[:train_size], y[:train_size]), (x[90:90 + validation_size],
+                                              y[90:90 + validation_size]), (x[-test:], y[-test:])
+
+
+def load_anything(**given):
+    splits = load(given.get("seed", 0))
+    GIVEN.append(given)
+    return splits
+
+
+def missing_file(seed):
+    return read_digits("digits.npz")
+
+
+def read_digits(path):
+    return np.load(path)
+
+
+def build(seed):
+    return make_layers(seed)
+
+
+def make_layers(seed):
+    raise ValueError(f"no architecture for seed {seed}")
+'''
+
+
+@pytest.fixture
+def own_code(tmp_path):
+    """A module of the user's beside a config: (the config's path, the module once run)."""
+    (tmp_path / "own_code.py").write_text(OWN_CODE)
+    config = tmp_path / "own.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\nrounds: 1\nsteps_per_round: 4\n"
+                      "eval_every: 2\nbatch_size: 30\nverbose: 0\ncontrols: []\n")
+    yield config, lambda: sys.modules["own_code"]
+    sys.modules.pop("own_code", None)
+
+
+def test_a_dataset_function_keeps_its_own_defaults_and_gets_the_runs_seed(own_code):
+    config, module = own_code
+    splits = RunConfig.load(config, ["dataset=own_code:load", "seed=7"]).data()
+    assert module().GIVEN == [dict(seed=7, train_size=90, validation_size=30, test_size=None)]
+    assert [len(part[0]) for part in (splits.train, splits.validation, splits.test)] == \
+        [90, 30, 80]
+    RunConfig.load(config, ["dataset=own_code:load", "test_size=20"]).data()
+    assert module().GIVEN[-1] == dict(seed=0, train_size=90, validation_size=30, test_size=20)
+    RunConfig.load(config, ["dataset=own_code:load_anything", "train_size=60"]).data()
+    assert module().GIVEN[-1] == dict(seed=0, train_size=60)  # only what the config sets
+
+
+def test_an_error_in_your_own_function_is_reported_as_yours(own_code, capsys):
+    config, _ = own_code
+    assert main(["run", str(config), "dataset=own_code:missing_file"]) == 2
+    err = capsys.readouterr().err
+    first, header, *traceback = err.splitlines()
+    assert first.startswith(
+        "tf-lottery run: error: your dataset function 'own_code:missing_file' raised "
+        "FileNotFoundError: [Errno 2] No such file or directory: 'digits.npz'. The error is "
+        "in your code, not tf_lottery's")
+    assert "operating system" not in err and "Committed rounds" not in err
+    assert header == "Traceback of your code (most recent call last):"
+    assert _functions(traceback) == ["missing_file", "read_digits"]  # not numpy's own
+    assert 'return read_digits("digits.npz")' in err and "return np.load(path)" in err
+    assert main(["run", str(config), "dataset=own_code:load", "model=own_code:build",
+                 "seed=3"]) == 2
+    first, header, *traceback = capsys.readouterr().err.splitlines()
+    assert first.startswith("tf-lottery run: error: your model function 'own_code:build' "
+                            "raised ValueError: no architecture for seed 3. The error is in "
+                            "your code")
+    assert _functions(traceback) == ["build", "make_layers"]
+    assert not (config.parent / "run").exists()
+
+
+def _functions(traceback) -> list:
+    """The functions of a printed traceback's frames, outermost first."""
+    return [line.rsplit(", in ", 1)[1] for line in traceback if line.startswith("  File ")]
+
+
+def test_a_user_code_error_keeps_its_traceback_across_processes(own_code):
+    """A Ray worker's error comes back pickled: the user's frames come with it."""
+    config, _ = own_code
+    with pytest.raises(UserCodeError) as raised:
+        RunConfig.load(config, ["dataset=own_code:missing_file"]).data()
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert str(again) == str(raised.value) and "read_digits" in again.frames
+
+
+def _tf_log(command, **env) -> list:
+    """TensorFlow's C++ log lines among the output of the tf-lottery ``command`` run in a
+    process of its own (``env`` added to the environment, without TF_CPP_MIN_LOG_LEVEL)."""
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([str(Path(sys.executable).parent / "tf-lottery"), *command],
+                          capture_output=True, text=True, timeout=300,
+                          env={**environment, **env})
+    return [line for line in (done.stdout + done.stderr).splitlines()
+            if TF_LOG_LINE.match(line)]
+
+
+def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
+    report = ["report", str(tmp_path)]  # imports TensorFlow, then refuses: no run there
+    loud = _tf_log(["--verbose", *report])
+    assert any("oneDNN custom operations" in line for line in loud)
+    assert _tf_log(report) == []
+    assert _tf_log(report, TF_CPP_MIN_LOG_LEVEL="0")  # the user's own setting is kept
+
+
+PUBLIC = ["ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
+          "ExportReport", "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks",
+          "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
+          "RoundRecord", "RoundSummary", "RunDirectoryError", "SearchResult", "SettingError",
+          "TensorBoardRounds", "TfLotteryError", "custom_object_scope", "export_model",
+          "export_saved_model", "export_tflite", "load_model", "prune_with_rewinding",
+          "strip_pruning"]  # tf_lottery's public names before they loaded on first use
+
+
+def test_the_public_names_load_on_first_use():
+    """``import tf_lottery`` imports no TensorFlow (so the command can quiet it first), and
+    every public name is there, as an attribute and to ``from tf_lottery import``."""
+    code = f"""
+import sys
+import tf_lottery as tfl
+assert "tensorflow" not in sys.modules
+assert tfl.__all__ == {PUBLIC!r}, tfl.__all__
+from tf_lottery import *
+from tf_lottery import RoundRecord, export_tflite
+from tf_lottery.runs.results import RoundRecord as defined
+assert RoundRecord is defined and export_tflite is tfl.export_tflite
+for name in tfl.__all__:
+    assert getattr(tfl, name) is globals()[name], name
+    assert name in dir(tfl)
+try:
+    tfl.Mask
+except AttributeError as error:
+    assert "no attribute 'Mask'" in str(error)
+else:
+    raise AssertionError("tfl.Mask exists")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-3000:]

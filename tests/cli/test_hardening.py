@@ -3,7 +3,10 @@ exports labelled with what they hold, accuracy only where it means something."""
 
 import errno
 import gc
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +20,11 @@ from ai_edge_litert.interpreter import Interpreter
 
 import tf_lottery as tfl
 from tf_lottery.cli.commands import main
+from tf_lottery.cli.config import RunConfig
+from tf_lottery.export import report_path
 from tf_lottery.foundations import atomic
 from tf_lottery.foundations.interrupts import interruptible, raise_if_interrupted
+from tf_lottery.runs.rundir import RunDirectory
 
 from helpers import small_mlp
 
@@ -63,6 +69,9 @@ def test_a_filesystem_that_refuses_writes_gets_one_line_and_loses_nothing(
     assert main(["run", str(fresh)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and os.strerror(error_number) in err
+    assert "No round was committed yet; run the same command again to resume" in err
+    assert main(["run", str(config)]) == 1  # a finished run: only its results are rewritten
+    err = capsys.readouterr().err.strip()
     assert "Committed rounds are safe; run the same command again to resume" in err
     monkeypatch.undo()
     assert main(["run", str(fresh)]) == 0  # the same command, once the disk is back
@@ -118,9 +127,9 @@ def test_ctrl_c_exits_130_and_says_the_same_command_resumes(tmp_path):
     process.send_signal(signal.SIGINT)  # once: a Ctrl-C Python swallows is still honoured
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == (
-        "tf-lottery run: interrupted. Committed rounds are safe; run the same command again "
-        "to resume.")
+    assert err.strip().splitlines()[-1] == (  # stopped in round 0: nothing committed yet
+        "tf-lottery run: interrupted. No round was committed yet; run the same command again "
+        "to resume from the last saved epoch, if any.")
 
 
 def test_a_bug_prints_its_traceback(monkeypatch, tmp_path, capsys):
@@ -164,3 +173,53 @@ def test_export_reports_accuracy_only_where_it_means_something(tmp_path):
     report = tfl.export_saved_model(classifier, tmp_path / "c2", verbose=False,
                                     test_data=(x, np.eye(10)[np.arange(30) % 10]))  # one-hot
     assert 0 <= report.keras_accuracy <= 1 and report.exported_accuracy == report.keras_accuracy
+
+
+def test_int8_export_from_the_cli_calibrates_on_the_runs_training_data(finished, tmp_path,
+                                                                      capsys):
+    _, run_dir = finished
+    target = tmp_path / "ticket_int8.tflite"
+    assert main(["export", str(run_dir), "--quantize", "int8", "--dense", "--output",
+                 str(target)]) == 0
+    assert "exporting trial 0, round 1: lenet_300_100, as tflite, calibrated on 300 training " \
+        "inputs" in capsys.readouterr().out  # train_size: 300
+    report = json.loads(report_path(target).read_text())
+    assert report["encoding"] == "dense int8" and report["samples"] == 100
+    interpreter = Interpreter(model_path=str(target), num_threads=1)
+    interpreter.allocate_tensors()
+    (given,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert given["dtype"] == out["dtype"] == np.int8  # full integer, in and out
+    kernels = [d for d in interpreter.get_tensor_details() if len(d["shape"]) == 2 and
+               d["shape"][0] in (300, 100, 10) and d["shape"][1] in (784, 300, 100)]
+    assert len(kernels) == 3 and all(d["dtype"] == np.int8 for d in kernels)
+    images = RunConfig.load(run_dir / RunConfig.RECORD).data().test[0][:20]
+    ticket, _ = RunDirectory(run_dir).ticket()
+    scale, zero_point = given["quantization"]
+    agreed = 0
+    for image, expected in zip(images, ticket.predict(images, verbose=0)):
+        quantized = np.clip(np.round(image / scale + zero_point), -128, 127).astype(np.int8)
+        interpreter.set_tensor(given["index"], quantized[None])
+        interpreter.invoke()
+        agreed += interpreter.get_tensor(out["index"])[0].argmax() == expected.argmax()
+    assert agreed >= 18  # runs, and picks Keras's class
+
+
+def test_a_run_in_progress_is_reported_so_and_exported_by_round_only(finished, tmp_path,
+                                                                     capsys):
+    _, run_dir = finished
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped)
+    shutil.rmtree(stopped / "trial_0" / "round_01")  # as a run stopped in round 1 leaves it
+    assert main(["report", str(stopped)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "trial 0 in progress: round 0 of 2 committed"
+    assert out[1].split()[:3] == ["round", "variant", "weights"] and len(out) == 1 + 1 + 1 + 1
+    target = tmp_path / "ticket.tflite"
+    assert main(["export", str(stopped), "--output", str(target)]) == 2
+    assert re.search(r"trial 0 of .*stopped is in progress: round 0 of 2 committed.*"
+                     r"--round 0; round 0 is the dense network", capsys.readouterr().err)
+    assert not target.exists()
+    assert main(["export", str(stopped), "--round", "0", "--output", str(target)]) == 0
+    assert "exporting trial 0, round 0" in capsys.readouterr().out and target.is_file()
+    assert main(["report", str(run_dir)]) == 0  # a finished run says nothing of the kind
+    assert "in progress" not in capsys.readouterr().out

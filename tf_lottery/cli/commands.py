@@ -1,6 +1,7 @@
 """The ``tf-lottery`` command: a thin layer over RunConfig, LotteryTicketSearch, SearchResult
 and the exports.
 
+    tf-lottery [--verbose] [--traceback] COMMAND ...
     tf-lottery run CONFIG.yaml [key=value ...]   run or resume the search CONFIG describes
     tf-lottery run CONFIG.yaml --trial K         run only trial K (several processes at once)
     tf-lottery report DIR [DIR ...]              table, CSV, JSON and plot of a (partial) run,
@@ -8,12 +9,16 @@ and the exports.
                                                  directories or results folders, merged
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
                                                  a round's ticket as a verified SavedModel or
-                                                 TFLite file (default under ./saved_models/)
+                                                 TFLite file (default under ./saved_models/;
+                                                 the last round of a finished run; int8
+                                                 calibrated on the run's training data)
 
 The package's own errors (bad input, damaged files, refused exports) print as one line
-and exit with 2; errors of the operating system (a full or read-only disk) with 1, Ctrl-C
-with 130, each saying what is safe and how to go on. Anything else is a bug and prints
-its traceback, as every error does with ``--traceback``.
+and exit with 2; an error raised in the config's own model or dataset function too, with
+the traceback of that code; errors of the operating system (a full or read-only disk) with
+1, Ctrl-C with 130, each saying what is safe and how to go on. Anything else is a bug and
+prints its traceback, as every error does with ``--traceback``. TensorFlow's C++ start-up
+log is quieted (see :func:`tf_lottery.cli.main`) unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from pathlib import Path
 
 from tf_lottery.cli.config import RunConfig
 from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
-from tf_lottery.foundations.errors import ConfigError, NotARunDirectoryError, TfLotteryError
+from tf_lottery.foundations.errors import (
+    ConfigError,
+    NotARunDirectoryError,
+    TfLotteryError,
+    UserCodeError,
+)
 from tf_lottery.foundations.interrupts import interruptible
 from tf_lottery.runs.results import SearchResult
 from tf_lottery.runs.rundir import RunDirectory
@@ -32,16 +42,29 @@ from tf_lottery.search.inputs import as_arrays
 
 _VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
 
-# What is safe after a failure of each command, and how to go on.
-_AFTERMATH = {
-    "run": "Committed rounds are safe; run the same command again to resume.",
-    "report": "The run directory was not changed.",
-    "export": "Nothing was written.",
-}
+
+def _aftermath(args) -> str:
+    """What is safe after the command ``args`` describes failed or was interrupted, and how
+    to go on."""
+    if args.command == "report":
+        return "The run directory was not changed."
+    run = getattr(args, "run_directory", None)  # of a run whose config was read
+    if args.command == "export" or run is None or not run.path.is_dir():
+        return "Nothing was written."
+    try:
+        committed = any(run.completed_rounds(trial) for trial in run.trials()
+                        if args.trial in (None, trial))
+    except OSError:  # the directory cannot be read either
+        committed = False
+    if committed:
+        return "Committed rounds are safe; run the same command again to resume."
+    return ("No round was committed yet; run the same command again to resume from the last "
+            "saved epoch, if any.")
 
 
 def _run(args) -> None:
     config = RunConfig.load(args.config, args.overrides)
+    args.run_directory = RunDirectory(config.run_dir)
     data = config.data()
     config.search(data).run(data.train, data.validation, data.test,
                             keep={RunConfig.RECORD: config.to_yaml()}, trial=args.trial)
@@ -52,26 +75,35 @@ def _export(args) -> None:
     if args.quantize != "none" or args.dense:
         options = {"quantize": None if args.quantize == "none" else args.quantize,
                    "sparse": not args.dense}
-    FORMATS[args.format].with_options(**options)  # refuse what the format does not take, first
+    FORMATS[args.format].refuse_unknown(options)  # what the format does not take, first
     run = RunDirectory(args.run_dir)
     recorded = run.path / RunConfig.RECORD
     # the recorded config imports the user's model module (its layers' classes) and data
     config = RunConfig.load(recorded) if recorded.is_file() else None
-    data = config.data() if config else None
+    data = config.data(strict=False) if config else None
     ticket, round_index = run.ticket(args.trial, args.round,
                                      build=config and config.rebuilder(data, args.trial))
+    if options.get("quantize") == "int8":
+        if data is None:
+            raise ConfigError(
+                f"--quantize int8 calibrates on the run's training data, and {recorded} "
+                "(written by tf-lottery run) is not there to load it from: export this run "
+                "from Python, with tfl.export_tflite(ticket, quantize='int8', "
+                "representative_data=x_train[:500])")
+        options["representative_data"] = as_arrays(data.train, CALIBRATION_SAMPLES)[0]
     if data is None:
         print(f"{recorded} not found: verifying on random inputs, without accuracy")
-    print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}")
-    if options.get("quantize") == "int8" and data:
-        options["representative_data"] = as_arrays(data.train, CALIBRATION_SAMPLES)[0]
+    print(f"exporting trial {args.trial}, round {round_index}: {ticket.name}, as {args.format}"
+          + (f", calibrated on {len(options['representative_data'])} training inputs"
+             if "representative_data" in options else ""))
     test = as_arrays(data.test, _VERIFICATION_SAMPLES) if data else None
     export_model(ticket, args.format, args.output, test_data=test, **options)
 
 
 def _report(args) -> None:
     if len(args.run_dirs) == 1:
-        result, notes = SearchResult.load(args.run_dirs[0]), []
+        result = SearchResult.load(args.run_dirs[0])
+        notes = result.in_progress()
     elif args.output is None:
         raise ConfigError("several run directories merge into a new folder: give --output DIR")
     else:
@@ -96,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="tf-lottery", description=__doc__.splitlines()[0])
     main.add_argument("--traceback", action="store_true",
                       help="print the full traceback of any error")
+    main.add_argument("--verbose", action="store_true",
+                      help="keep TensorFlow's C++ start-up log (oneDNN, CUDA, XLA notices), "
+                           "which the command quiets unless TF_CPP_MIN_LOG_LEVEL is set")
     commands = main.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run or resume the search a YAML config describes")
     run.add_argument("config", help="a YAML file of config keys (see examples/*.yaml)")
@@ -117,7 +152,8 @@ def parser() -> argparse.ArgumentParser:
     export_ = commands.add_parser("export", help="export a round's ticket, verified")
     export_.add_argument("run_dir")
     export_.add_argument("--round", type=int, default=None,
-                         help="the round to export (default: the last completed one)")
+                         help="the round to export (default: the last one, of a finished "
+                              "run)")
     export_.add_argument("--trial", type=int, default=0)
     export_.add_argument("--format", choices=list(FORMATS), default="tflite")
     export_.add_argument("--quantize", choices=["none", *(q for q in QUANTIZE if q)],
@@ -142,22 +178,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if args.traceback:
             raise
-        print(f"\n{prefix}: interrupted. {_AFTERMATH[args.command]}", file=sys.stderr)
+        print(f"\n{prefix}: interrupted. {_aftermath(args)}", file=sys.stderr)
         return 130
     except TfLotteryError as error:
         if args.traceback:
             raise
         print(f"{prefix}: error: {error}", file=sys.stderr)
+        if isinstance(error, UserCodeError) and error.frames:
+            print(f"Traceback of your code (most recent call last):\n{error.frames}", end="",
+                  file=sys.stderr)
         return 2
     except OSError as error:  # a full or read-only disk, a lock that is a directory, ...
         if args.traceback:
             raise
         where = f" {error.filename}" if error.filename else ""
         print(f"{prefix}: error: the operating system refused{where}: "
-              f"{error.strerror or error}. {_AFTERMATH[args.command]}", file=sys.stderr)
+              f"{error.strerror or error}. {_aftermath(args)}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,11 @@ Your own model and data: ``model: my_models:build`` (a function of the trial's s
 returns a built Keras model, importable from the config file's folder or the working
 directory) or ``model: path/to/model.keras`` (its weights are trial 0's θ0); ``dataset:
 my_data:load`` (a function returning ``(train, validation, test)``, each ``(x, y)`` arrays
-or a ``tf.data.Dataset`` of ``(x, y)`` batches; it is given whichever of ``seed``,
-``train_size``, ``validation_size``, ``test_size`` it takes); ``loss``, ``metrics``,
-``monitor`` and ``mode`` as in :class:`~tf_lottery.LotteryTicketSearch`.
+or a ``tf.data.Dataset`` of ``(x, y)`` batches; it is given the run's ``seed`` if it takes
+one, and those of ``train_size``, ``validation_size``, ``test_size`` the config sets: the
+others keep the function's own defaults); ``loss``, ``metrics``, ``monitor`` and ``mode`` as
+in :class:`~tf_lottery.LotteryTicketSearch`. An error raised inside your function is
+reported as yours (a UserCodeError with the traceback of your frames).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import importlib
 import inspect
 import os
 import sys
+import sysconfig
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -40,7 +44,13 @@ from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import KERAS_VERSIONS, canonical_names, engine_named, keras_family
 from tf_lottery.foundations.checks import did_you_mean, one_of, whole_number
 from tf_lottery.foundations.declared import keys, split_options
-from tf_lottery.foundations.errors import ConfigError, DataError, TfLotteryError
+from tf_lottery.foundations.errors import (
+    ConfigError,
+    DataError,
+    TfLotteryError,
+    UserCodeError,
+    reason,
+)
 from tf_lottery.runs.serialization import saved_by
 from tf_lottery.search.settings import SearchSettings
 from tf_lottery.search.ticket_search import LotteryTicketSearch
@@ -50,6 +60,7 @@ from tf_lottery.zoo.models import MODELS, build
 # the schedule the config runs unless it says otherwise: the paper's Lenet protocol
 _PAPER_SCHEDULE = {"rounds": 18, "steps_per_round": 50_000}
 _PARTS = (RewindingSchedule, ImpSettings, SearchSettings)  # declare the other keys
+_SIZES = ("train_size", "validation_size", "test_size")  # unset (None): the data's own default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +75,8 @@ class RunConfig:
     each value is checked there. ``keras`` picks the Keras the built-in models are built
     with (2: tf_keras and TF-MOT, 3: Keras 3). ``config_dir`` (the config file's folder
     unless given) is where ``module:function`` specs are imported from, besides the
-    working directory.
+    working directory. A size left unset (None) is the dataset's own default (the built-in
+    datasets: 5,000 validation images, all the others).
     """
 
     run_dir: str
@@ -72,7 +84,7 @@ class RunConfig:
     keras: int = 2
     dataset: str = "mnist"
     data_dir: Optional[str] = None
-    validation_size: int = 5000
+    validation_size: Optional[int] = None
     train_size: Optional[int] = None
     test_size: Optional[int] = None
     config_dir: Optional[str] = None
@@ -113,8 +125,7 @@ class RunConfig:
             raise ConfigError(f"unknown dataset {self.dataset!r}."
                               f"{did_you_mean(self.dataset, DATASETS)} Known: "
                               f"{', '.join(DATASETS)}, or a module:function")
-        whole_number(self.validation_size, "validation_size")
-        for key in ("train_size", "test_size"):
+        for key in _SIZES:
             if getattr(self, key) is not None:
                 whole_number(getattr(self, key), key)
 
@@ -204,23 +215,50 @@ class RunConfig:
                               f"{did_you_mean(name, dir(module))}")
         return function
 
-    def data(self) -> Splits:
+    def call(self, function, spec: str, what: str, *args, **kwargs):
+        """``function(*args, **kwargs)``, the user's ``what`` function ``spec`` names, run
+        where its module was imported from; any error it raises is reported as the user's:
+        a UserCodeError naming the function, with the traceback of the user's frames."""
+        with _search_path(self.config_dir):
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:  # the user's code: whatever it raises is theirs
+                raised = UserCodeError(
+                    f"your {what} function {spec!r} raised {type(error).__name__}: "
+                    f"{reason(error)}. The error is in your code, not tf_lottery's: fix it "
+                    "(see its traceback below), then run the same command again")
+                raised.frames = _users_frames(error.__traceback__.tb_next)
+                raise raised from error
+
+    def data(self, strict: bool = True) -> Splits:
         """The dataset, split and sliced as configured: a built-in one, or what the
-        ``dataset`` function returns."""
+        ``dataset`` function returns, given the run's ``seed`` (if it takes one) and the
+        sizes the config sets; unset sizes keep the function's own defaults. A size the
+        function does not take is refused, or with ``strict=False`` (an export, reading the
+        config of a run recorded before this check) left out."""
+        sizes = {key: getattr(self, key) for key in _SIZES if getattr(self, key) is not None}
         if not _is_callable_spec(self.dataset):
-            splits = load_dataset(self.dataset, self.data_dir, self.validation_size,
-                                  self.train_size, seed=0)
-            if self.test_size is not None:
+            test_size = sizes.pop("test_size", None)
+            splits = load_dataset(self.dataset, self.data_dir, seed=0, **sizes)
+            if test_size is not None:
                 x, y = splits.test
-                splits = dataclasses.replace(splits,
-                                             test=(x[:self.test_size], y[:self.test_size]))
+                splits = dataclasses.replace(splits, test=(x[:test_size], y[:test_size]))
             return splits
         load = self.imported(self.dataset, "dataset")
-        offered = {"seed": 0, "train_size": self.train_size,
-                   "validation_size": self.validation_size, "test_size": self.test_size}
         taken = inspect.signature(load).parameters
-        with _search_path(self.config_dir):
-            returned = load(**{k: v for k, v in offered.items() if k in taken})
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in taken.values())
+        unused = [] if takes_any else [key for key in sizes if key not in taken]
+        if unused and strict:
+            one = len(unused) == 1
+            raise ConfigError(
+                f"the config sets {', '.join(f'{key}: {sizes[key]}' for key in unused)}, but "
+                f"the dataset function {self.dataset!r} has no parameter "
+                f"{' or '.join(unused)}: add {'it' if one else 'them'} to the function, or "
+                f"leave {'that key' if one else 'those keys'} out")
+        given = {key: value for key, value in sizes.items() if key not in unused}
+        if takes_any or "seed" in taken:
+            given["seed"] = self.settings.seed
+        returned = self.call(load, self.dataset, "dataset", **given)
         if not isinstance(returned, (tuple, list)) or len(returned) != 3:
             raise DataError(f"dataset {self.dataset!r} returned {type(returned).__name__}; it "
                             "must return (train, validation, test), each (x, y) arrays or a "
@@ -235,8 +273,7 @@ class RunConfig:
             function = self.imported(self.model, "model")
 
             def build_model(seed):
-                with _search_path(self.config_dir):
-                    model = function(seed)
+                model = self.call(function, self.model, "model", seed)
                 if keras_family(model) is None:
                     raise ConfigError(f"model {self.model!r} returned {type(model).__name__}, "
                                       "not a Keras model: it must return a built model")
@@ -273,6 +310,20 @@ class RunConfig:
 def _is_callable_spec(spec) -> bool:
     """``"module:function"`` (a model or dataset of the user's)."""
     return isinstance(spec, str) and ":" in spec and not spec.endswith(".keras")
+
+
+# the files of Python, the installed packages and tf_lottery: not the user's code
+_NOT_USERS = tuple({Path(sysconfig.get_paths()[key]) for key in
+                    ("stdlib", "platstdlib", "purelib", "platlib")} | {Path(__file__).parents[1]})
+
+
+def _users_frames(trace) -> str:
+    """The traceback ``trace`` (from the user's function on) as text, with only the frames
+    of the user's own files (at least the function's own frame)."""
+    frames = traceback.extract_tb(trace)
+    own = [frame for frame in frames if not frame.filename.startswith("<") and not any(
+        Path(frame.filename).is_relative_to(folder) for folder in _NOT_USERS)]
+    return "".join(traceback.format_list(own or frames[:1]))
 
 
 @contextlib.contextmanager

@@ -111,11 +111,16 @@ class ExportFormat:
     @classmethod
     def with_options(cls, **options) -> ExportFormat:
         """The format made with ``options``; one it does not take is refused, named."""
-        taken = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - taken)
+        cls.refuse_unknown(options)
+        return cls(**options)
+
+    @classmethod
+    def refuse_unknown(cls, names) -> None:
+        """Refuse, named, the option ``names`` the format does not take (checked before
+        anything is loaded; their values are checked by ``with_options``)."""
+        unknown = sorted(set(names) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise SettingError(cls.refusal(unknown))
-        return cls(**options)
 
     @classmethod
     def refusal(cls, options: list) -> str:

@@ -64,6 +64,13 @@ class DivergedError(TfLotteryError, FloatingPointError):
     """Training produced non-finite losses or weights; earlier rounds are kept."""
 
 
+class UserCodeError(TfLotteryError, RuntimeError):
+    """A function of the user's (a config's model or dataset) raised: the message names the
+    function and its error; ``frames`` is the traceback of the user's own frames."""
+
+    frames = ""
+
+
 def reason(error, limit: int = 300) -> str:
     """The line of ``error``'s message that says what went wrong (TensorFlow's graph errors
     bury it under tracebacks and node names)."""

@@ -15,7 +15,12 @@ from tf_lottery.foundations.atomic import replacing
 from tf_lottery.core.controls import CONTROLS
 from tf_lottery.foundations.errors import NotARunDirectoryError, RunDirectoryError
 from tf_lottery.foundations.atomic import read_json, write_atomic, write_json
-from tf_lottery.runs.rundir import RunDirectory, config_differences
+from tf_lottery.runs.rundir import (
+    RunDirectory,
+    config_differences,
+    planned_rounds,
+    rounds_committed,
+)
 
 VARIANTS = ("ticket", *CONTROLS)
 _RESULTS_JSON = "results.json"
@@ -99,7 +104,7 @@ class SearchResult:
                 raise RunDirectoryError(
                     f"{source.path} holds another search than {sources[0].path}; only trials "
                     "of one config merge. Differences:\n  " + "\n  ".join(differences))
-        rounds = configs[0]["schedule"]["rounds"] + 1
+        rounds = planned_rounds(configs[0])
         notes, owner = [], {}
         for source in sources:
             for trial in source.trials():
@@ -129,6 +134,18 @@ class SearchResult:
         source = _source(path, verify)
         records, curves = _read_trials((trial, source) for trial in source.trials())
         return cls(records, curves, source.config())
+
+    def in_progress(self) -> list[str]:
+        """A line for each trial of the search that has not committed all its rounds (a run
+        in progress, or stopped): ``"trial 1 in progress: rounds 0-2 of 8 committed"``."""
+        if not self.config:
+            return []
+        planned = planned_rounds(self.config)
+        done = {trial: 0 for trial in range(self.config["trials"])}
+        for record in self.records:
+            done[record.trial] = max(done.get(record.trial, 0), record.round + 1)
+        return [f"trial {trial} in progress: {rounds_committed(count, planned)}"
+                for trial, count in sorted(done.items()) if count < planned]
 
     @property
     def metric(self) -> str:

@@ -69,6 +69,18 @@ def config_differences(old, new, prefix=""):
     return []
 
 
+def planned_rounds(config: dict) -> int:
+    """How many rounds each trial of the search ``config`` (its config.json) runs: round 0,
+    the dense network, and the pruned ones."""
+    return config["schedule"]["rounds"] + 1
+
+
+def rounds_committed(done: int, planned: int) -> str:
+    """How far a trial is: 'rounds 0-K of R committed' (R rounds planned, 0 to R-1)."""
+    rounds = "no round" if done == 0 else "round 0" if done == 1 else f"rounds 0-{done - 1}"
+    return f"{rounds} of {planned} committed"
+
+
 class RoundFiles:
     """The files of one round of one trial, in its committed folder or in the staging
     folder it is written into: per variant its masks (the ticket's trained weights too),
@@ -263,19 +275,27 @@ class RunDirectory:
     def ticket(self, trial: int = 0, round_index: int | None = None, build=None):
         """The plain Keras model of a committed round's ticket: its architecture from
         model.json (or, for a model without a config, which model.json cannot rebuild, from
-        ``build()``), its trained weights, pruned weights exactly 0. Returns (model, round)."""
+        ``build()``), its trained weights, pruned weights exactly 0. Returns (model, round).
+        ``round_index`` None: the last round, of a trial that has committed them all (of
+        one in progress or stopped, the round must be named)."""
         if not (self.path / self.CONFIG).is_file():
             raise NotARunDirectoryError(f"{self.path} is not a tf_lottery run directory (it "
                                         f"has no {self.CONFIG})")
-        done = self.completed_rounds(trial)
+        verify(self.path, complete=False)
+        done, planned = self.completed_rounds(trial), planned_rounds(self.config())
         if done == 0:
             raise RunDirectoryError(f"{self.trial(trial)} has no completed round to export")
+        if round_index is None and done < planned:
+            raise RunDirectoryError(
+                f"trial {trial} of {self.path} is in progress: "
+                f"{rounds_committed(done, planned)}, and the last round is the one to export. "
+                f"Name a committed round instead (--round {done - 1}; round 0 is the dense "
+                "network), or let the run finish")
         round_index = done - 1 if round_index is None else round_index
         if not 0 <= round_index < done:
             raise RunDirectoryError(f"round {round_index} is not completed in "
                                     f"{self.trial(trial)}; completed: 0 to {done - 1}")
         folder = self.round(trial, round_index)
-        verify(self.path, complete=False)
         verify(folder)
         engine = engine_named(self.config().get("engine", "tf_keras"))
         architecture = (self.path / self.MODEL).read_text(encoding="utf-8")
