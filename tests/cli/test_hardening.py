@@ -214,6 +214,10 @@ def test_a_run_in_progress_is_reported_so_and_exported_by_round_only(finished, t
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "trial 0 in progress: round 0 of 2 committed"
     assert out[1].split()[:3] == ["round", "variant", "weights"] and len(out) == 1 + 1 + 1 + 1
+    result = tfl.SearchResult.load(stopped)
+    result.config["trials"] = 2  # a second trial, not started (or run in another directory)
+    assert result.in_progress() == ["trial 0 in progress: round 0 of 2 committed",
+                                    "trial 1: no round of 2 committed"]
     target = tmp_path / "ticket.tflite"
     assert main(["export", str(stopped), "--output", str(target)]) == 2
     assert re.search(r"trial 0 of .*stopped is in progress: round 0 of 2 committed.*"

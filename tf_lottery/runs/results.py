@@ -137,14 +137,16 @@ class SearchResult:
 
     def in_progress(self) -> list[str]:
         """A line for each trial of the search that has not committed all its rounds (a run
-        in progress, or stopped): ``"trial 1 in progress: rounds 0-2 of 8 committed"``."""
+        in progress, or stopped): ``"trial 1 in progress: rounds 0-2 of 8 committed"``, or
+        ``"trial 2: no round of 8 committed"`` (not started, or run elsewhere)."""
         if not self.config:
             return []
         planned = planned_rounds(self.config)
         done = {trial: 0 for trial in range(self.config["trials"])}
         for record in self.records:
             done[record.trial] = max(done.get(record.trial, 0), record.round + 1)
-        return [f"trial {trial} in progress: {rounds_committed(count, planned)}"
+        return [f"trial {trial}{' in progress' if count else ''}: "
+                f"{rounds_committed(count, planned)}"
                 for trial, count in sorted(done.items()) if count < planned]
 
     @property
