@@ -15,7 +15,7 @@ import tf_lottery as tfl
 from tf_lottery.cli.commands import main
 from tf_lottery.cli.config import RunConfig
 
-from helpers import small_mlp
+from helpers import keras_file_with_a_custom_layer, small_mlp
 
 SCHEDULE = tfl.RewindingSchedule(rounds=1, steps_per_round=4)
 TINY = ("run_dir: {run}\nrounds: 1\nsteps_per_round: 4\ntrain_size: 120\ntest_size: 50\n"
@@ -240,6 +240,23 @@ CATALOG = {
                                  "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
+    # --- issue 31: an optimizer mapping that is not one ---------------------------------
+    "optimizer mapping without class_name": (lambda ws: _cli(ws, "optimizer={name: adam}"),
+                                             CLI, r"the optimizer, given as a mapping, takes "
+                                             r"class_name \(its name\) and config"),
+    "optimizer mapping with a list for config": (lambda ws: _cli(
+        ws, "optimizer={class_name: adam, config: [1]}"), CLI,
+        r"given as a mapping, takes class_name.*got \{'class_name': 'adam', 'config': \[1\]\}"),
+    "optimizer as a list": (lambda ws: _cli(ws, "optimizer=[adam]"), CLI,
+                            r"the optimizer must be a name, a mapping .*got list \['adam'\]"),
+    # --- issue 31: a .keras file with an unregistered custom layer ---------------------
+    "keras file with a class no module registers": (lambda ws: _cli(
+        ws, f"model={keras_file_with_a_custom_layer(ws.parent)}"), CLI,
+        r"net.keras uses 'Doubled', which no imported module registers: add `imports: "
+        r"\[my_layers\]`"),
+    "imports of a module that is not there": (lambda ws: _cli(ws, "imports=[my_layrs]"), CLI,
+                                              "imports: 'my_layrs': module 'my_layrs' does not "
+                                              "import"),
 }
 
 

@@ -13,7 +13,7 @@ import tf_lottery as tfl
 from tf_lottery.cli.commands import main
 from tf_lottery.runs.rundir import RunDirectory
 
-from helpers import InterruptAt
+from helpers import InterruptAt, keras_file_with_a_custom_layer
 
 ROOT = Path(__file__).parents[2]
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
@@ -159,6 +159,18 @@ def test_the_cli_with_a_keras_file(tmp_path):
              for t in (0, 1)]
     np.testing.assert_array_equal(theta[0]["hidden/kernel"], model.get_layer("hidden").kernel)
     assert not np.array_equal(theta[1]["hidden/kernel"], theta[0]["hidden/kernel"])
+
+
+def test_the_cli_with_a_keras_file_of_custom_layers_and_its_imports(tmp_path):
+    net = keras_file_with_a_custom_layer(tmp_path)  # my_layers.py beside the config
+    config = _own_config(tmp_path, model=net, dataset="mnist", train_size=120,
+                         validation_size=40, test_size=40, imports="[my_layers]")
+    assert main(["run", str(config)]) == 0
+    keras.saving.get_custom_objects().pop("my_layers>Doubled")  # export imports it again
+    sys.modules.pop("my_layers")
+    assert main(["export", str(tmp_path / "run"), "--output",
+                 str(tmp_path / "ticket.tflite")]) == 0
+    assert (tmp_path / "ticket.tflite").is_file()
 
 
 def test_the_regression_example_runs(tmp_path):

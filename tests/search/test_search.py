@@ -149,6 +149,18 @@ def test_a_different_config_is_refused_with_what_differs(splits, tmp_path):
     with pytest.raises(RunDirectoryError, match="data.train"):
         _search(tmp_path / "run", controls=()).run(
             (splits[0][0][:300], splits[0][1][:300]), *splits[1:])
+    with pytest.raises(RunDirectoryError) as refused:  # "auto" resolves to another value
+        _search(tmp_path / "run", controls=(), eval_every=2).run(*splits)
+    assert refused.value.args[0].endswith(
+        "Differences:\n  eval_every: 5 in the run directory, 2 now")  # not steps_per_execution
+    wider = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(300, activation="relu", name="hidden_1"),
+                              keras.layers.Dense(120, activation="relu", name="hidden_2"),
+                              keras.layers.Dense(10, name="output")])
+    with pytest.raises(RunDirectoryError, match=r"model\.config\.layers\.\d\.config\.units: 100 "
+                                                r"in the run directory, 120 now"):
+        tfl.LotteryTicketSearch(lambda seed: wider, SCHEDULE, tmp_path / "run", controls=(),
+                                eval_every=5, verbose=0, seed=3).run(*splits)
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
 
 

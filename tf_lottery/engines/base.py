@@ -261,6 +261,8 @@ class Engine(abc.ABC):
     def _from_identifier(self, identifier, what: str, module_name: str):
         module = getattr(self.keras, module_name)
         if isinstance(identifier, (str, dict)):
+            if isinstance(identifier, dict):
+                identifier = self._identifier_dict(identifier, what)
             try:
                 return module.get(identifier)
             except (ValueError, TypeError) as error:
@@ -268,13 +270,34 @@ class Engine(abc.ABC):
                     if isinstance(identifier, dict) else identifier
                 raise SettingError(f"{what} {name!r} is not a {self.package} {what} "
                                    f"({error})") from error
+        family = keras_family(identifier)
+        if family is None and (what == "optimizer" or not callable(identifier)):
+            raise SettingTypeError(f"the {what} must be a name, a mapping {{class_name: ..., "
+                                   f"config: {{...}}}} or an object of {self.package}."
+                                   f"{module_name}, got {type(identifier).__name__} "
+                                   f"{identifier!r}")
         allowed = (self.name,) if what == "optimizer" else (None, self.name)  # or a function
-        if keras_family(identifier) not in allowed:
+        if family not in allowed:
             raise SettingTypeError(
                 f"the {what} {type(identifier).__name__} belongs to another Keras than the "
                 f"{self.name} model; use a {what} of {self.package}.{module_name}")
         get_config = getattr(identifier, "get_config", None)
         return type(identifier).from_config(get_config()) if get_config else identifier
+
+    def _identifier_dict(self, identifier: dict, what: str) -> dict:
+        """``{"class_name": name, "config": {...}}`` (config optional) checked, as this
+        Keras reads it."""
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+        extra = set(identifier) - {"class_name", "config", "module", "registered_name"}
+        if not isinstance(name, str) or not isinstance(config, dict) or extra:
+            raise SettingError(f"the {what}, given as a mapping, takes class_name (its name) and "
+                               f"config (a mapping of its arguments), e.g. {{class_name: "
+                               f"adam, config: {{use_ema: true}}}}; got {identifier!r}")
+        return {**identifier, "config": self._identifier_config(config, what)}
+
+    def _identifier_config(self, config: dict, what: str) -> dict:
+        """The ``config`` of a ``what`` given as a mapping, as this Keras's ``get`` reads it."""
+        return config
 
     def serialize(self, obj):
         """A Keras object as a JSON-able config (a name stays a name)."""

@@ -190,6 +190,11 @@ class TfKerasEngine(Engine):
     keras = keras
     lottery_model = TfKerasLotteryModel
 
+    def _identifier_config(self, config: dict, what: str) -> dict:
+        # tf_keras reads an optimizer mapping without this key as its legacy optimizer
+        # (no use_ema, no weight_decay); a name gives the current one
+        return {"is_legacy_optimizer": False, **config} if what == "optimizer" else config
+
     def check_model(self, model) -> None:
         if not isinstance(model, keras.Model):
             raise SettingTypeError(f"expected a tf_keras Model, got {type(model).__name__}")

@@ -47,9 +47,6 @@ from tf_lottery.search.progress import Progress
 from tf_lottery.search.settings import SearchSettings
 from tf_lottery.search.training import TrainingContext, compiled, without_xla, xla_refused
 
-# the paper's loss: a classifier's logits
-_DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
-
 
 class LotteryTicketSearch:
     """Find winning tickets by IMP, with controls, several trials and a run directory.
@@ -199,8 +196,13 @@ class LotteryTicketSearch:
         architecture = engine_for(template).to_json(template)
         config = self._config(architecture, lottery, train, evaluation)
         with self.run_dir.locked():
-            self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})})
+            self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})},
+                               resolved=self._resolved_from_auto())
         return config, architecture
+
+    def _resolved_from_auto(self) -> tuple:
+        """The config.json keys the search worked out from the user's "auto"."""
+        return ("steps_per_execution",) if self.options.steps_per_execution == "auto" else ()
 
     def _trial_setup(self, config: dict, trials, callbacks) -> TrialSetup:
         options = self.options
