@@ -82,6 +82,13 @@ def _user_cli(ws, *overrides):
     return _cli(ws, *overrides)
 
 
+def _pruned(ws, schedule=SCHEDULE):
+    """A LotteryModel whose θ0 is gone again (the refusal after it must write nothing)."""
+    pruned = tfl.prune_with_rewinding(small_mlp(), schedule, checkpoint_dir=ws / "c")
+    shutil.rmtree(ws / "c")
+    return pruned
+
+
 def _tfmot_wrapped():
     return tfmot.sparsity.keras.prune_low_magnitude(
         small_mlp(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
@@ -257,6 +264,47 @@ CATALOG = {
     "imports of a module that is not there": (lambda ws: _cli(ws, "imports=[my_layrs]"), CLI,
                                               "imports: 'my_layrs': module 'my_layrs' does not "
                                               "import"),
+    # --- issue 31: 5. epochs that are not exact -----------------------------------------
+    "epochs that cut a round short": (lambda ws: _pruned(
+        ws, tfl.RewindingSchedule(rounds=3, steps_per_round=13)).epochs(10), ValueError,
+        "52 steps left, not a whole number of epochs of 10 steps: 5 epochs would stop 2 "
+        "steps before the final round ends.*pruned.fit\\(train.repeat\\(\\), epochs=13, "
+        "steps_per_epoch=4\\)"),
+    # --- issue 31: 6. a mode against the metric ------------------------------------------
+    "mode max of an error": (lambda ws: _search(ws / "run", loss="mse", metrics=["mae"],
+                                                monitor="val_mae", mode="max"), ValueError,
+                             "mode='max' contradicts monitor='val_mae'.*force_mode=True"),
+    "mode max of an error (cli)": (lambda ws: _cli(ws, "loss=mse", "metrics=[mae]",
+                                                   "monitor=val_mae", "mode=max"), CLI,
+                                   "mode='max' contradicts monitor='val_mae'"),
+    "mode min of an accuracy": (lambda ws: _search(ws / "run", monitor="val_accuracy",
+                                                   mode="min"), ValueError,
+                                "mode='min' contradicts monitor='val_accuracy'"),
+    "no mode for a metric keras does not know": (lambda ws: _search(
+        ws / "run", metrics=[], monitor="val_dice"), ValueError,
+        "cannot tell whether val_dice is better low or high.*mode=\"min\" or mode=\"max\""),
+    # --- issue 31: 13. TF-MOT's habits ----------------------------------------------------
+    "tf-mot pruning_params": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), checkpoint_dir=ws / "c", pruning_schedule=tfmot.sparsity.keras
+        .PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000)), TypeError,
+        "not TF-MOT's pruning_schedule=.*PolynomialDecay reaches sparsity 0.9.*"
+        "RewindingSchedule\\(rounds=10, steps_per_round=1000, prune_rate=0.206\\)"),
+    "tf-mot constant sparsity": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), tfmot.sparsity.keras.ConstantSparsity(0.5, 0), checkpoint_dir=ws / "c"),
+        TypeError, "ConstantSparsity reaches sparsity 0.5.*rounds=3, steps_per_round=<the "
+        "steps of one full training>, prune_rate=0.206"),
+    "tf-mot schedule to a search": (lambda ws: tfl.LotteryTicketSearch(
+        small_mlp, tfmot.sparsity.keras.PolynomialDecay(0.2, 0.8, 0, 500), ws / "run"),
+        TypeError, "rounds=7, steps_per_round=500, prune_rate=0.205"),
+    "tf-mot block size": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, block_size=(1, 4), checkpoint_dir=ws / "c"), ValueError,
+        "got \\(1, 4\\): TF-MOT's \\(rows, columns\\).*Pass block_size=4"),
+    "tf-mot block size (cli)": (lambda ws: _cli(ws, "block_size=[1, 16]"), CLI,
+                                "got \\(1, 16\\).*Pass block_size=16"),
+    # --- issue 31: 14. loading -------------------------------------------------------------
+    "load a file that is not a model": (lambda ws: tfl.load_model(ws / "keep.txt"), ValueError,
+                                        "keep.txt is not a saved Keras model \\(a .keras or "
+                                        ".h5 file"),
 }
 
 

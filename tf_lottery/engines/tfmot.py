@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import inspect
 import os
 
@@ -39,6 +40,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: 
     prune_registry,
     pruning_wrapper,
 )
+from tf_keras.src.engine import functional  # noqa: E402
 
 from tf_lottery.core.masks import masked  # noqa: E402
 from tf_lottery.core.schedule import RewindingSchedule  # noqa: E402
@@ -151,7 +153,15 @@ class PruneLowMagnitude(_TFMOTPruneLowMagnitude):
 
 
 class TfKerasLotteryModel(LotteryModel, keras.Model):
-    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds."""
+    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds.
+
+    Its constructor is not Functional's, so tf_keras's ``clone_model`` with a clone
+    function (TF-MOT's ``strip_pruning``) makes a plain Model, whose files load without
+    tf_lottery; its config is a Functional one all the same.
+    """
+
+    def __init__(self, *args, **kwargs):  # not Functional's signature: see above
+        super().__init__(*args, **kwargs)
 
     def guard_wrappers(self) -> None:
         """Give every wrapper this model's :class:`TrainingGuard` to check."""
@@ -167,7 +177,9 @@ class TfKerasLotteryModel(LotteryModel, keras.Model):
         return logs
 
     def get_config(self):
-        return dict(super().get_config(), **self.lottery_config())
+        config = {"name": self.name, "trainable": self.trainable}
+        return dict(copy.deepcopy(functional.get_network_config(self, config=config)),
+                    **self.lottery_config())
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

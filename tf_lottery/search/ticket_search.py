@@ -23,7 +23,7 @@ from typing import NamedTuple, Union
 import tensorflow as tf
 
 from tf_lottery.core.masks import Masks
-from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.schedule import RewindingSchedule, check_schedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import canonical_names, engine_for, keras_family
 from tf_lottery.foundations.checks import did_you_mean, whole_number
@@ -61,7 +61,7 @@ class LotteryTicketSearch:
       run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
       **options: the :class:`~tf_lottery.search.settings.SearchSettings` (``controls``,
         ``trials``, ``optimizer``, ``learning_rate``, ``batch_size``, ``eval_every``,
-        ``loss``, ``metrics``, ``monitor``, ``mode``, ``steps_per_execution``,
+        ``loss``, ``metrics``, ``monitor``, ``mode``, ``force_mode``, ``steps_per_execution``,
         ``jit_compile``, ``tensorboard``, ``verbose``, ``strategy``; where the trainings
         run: ``executor``, ``ray_address``, ``workers``, ``cpus_per_training``,
         ``gpus_per_training``) and the
@@ -96,9 +96,7 @@ class LotteryTicketSearch:
 
     def _setup(self, model, schedule, run_dir, settings: ImpSettings,
                options: SearchSettings) -> None:
-        if not isinstance(schedule, RewindingSchedule):
-            raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
-                                   f"{type(schedule).__name__}")
+        check_schedule(schedule)
         if not isinstance(run_dir, (str, os.PathLike)):
             raise SettingTypeError(f"run_dir must be a path, got {run_dir!r}")
         self.schedule, self.settings, self.options = schedule, settings, options
