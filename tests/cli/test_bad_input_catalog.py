@@ -97,6 +97,12 @@ def _keras3_fit_with_a_tf_keras_callback(ws):
                callbacks=[keras.callbacks.TerminateOnNaN()])
 
 
+def _image_model(seed):
+    import keras as keras3
+    return keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(),
+                              keras3.layers.Dense(10, name="output")])
+
+
 CATALOG = {
     # --- the API: values, types, models, layers ---------------------------------------
     "rounds 0": (lambda ws: tfl.RewindingSchedule(rounds=0, steps_per_round=5),
@@ -240,6 +246,10 @@ CATALOG = {
                                  "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
+    # --- issue 31: 9. flat images for an image model ---
+    "flat images for an image model": (lambda ws: tfl.LotteryTicketSearch(
+        _image_model, SCHEDULE, ws / "run", batch_size=60, eval_every=2, verbose=0).run(
+        DATA, DATA, DATA), tfl.DataError, r"validation data: .*incompatible.*\(None, 784\)"),
 }
 
 
