@@ -246,6 +246,11 @@ CATALOG = {
                                  "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
+    # --- issue 31: 4. random verification inputs need a fixed input size ---
+    "export of variable-length tokens without test data": (lambda ws: tfl.export_tflite(
+        keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(9, 2),
+                          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]),
+        ws / "tokens.tflite"), ValueError, r"shape \(N, None\).*no fixed size.*pass test_data"),
     # --- issue 31: 9. flat images for an image model ---
     "flat images for an image model": (lambda ws: tfl.LotteryTicketSearch(
         _image_model, SCHEDULE, ws / "run", batch_size=60, eval_every=2, verbose=0).run(

@@ -251,3 +251,53 @@ def test_bad_input_is_refused_before_anything_is_written(tickets, mnist_slice, t
     with pytest.raises(ValueError, match="one input and one output.*2 outputs"):
         tfl.export_tflite(two_outputs, tmp_path / "two.tflite")
     assert _files(tmp_path) == before and existing.read_bytes() == b"precious"
+
+
+def _record_litert_inputs(monkeypatch):
+    """The inputs every LiteRT.predict of an export is given, as they come."""
+    seen = []
+    real = export.tflite.LiteRT.predict
+
+    def predict(self, x):
+        seen.append(np.array(x))
+        return real(self, x)
+    monkeypatch.setattr(export.tflite.LiteRT, "predict", predict)
+    return seen
+
+
+def test_an_integer_input_is_verified_on_tokens_its_embeddings_take(K, tmp_path,
+                                                                     monkeypatch):
+    """Without test data, token ids are drawn below the least input_dim of the Embeddings
+    the input feeds (issue 31: they were 64 all-zero sequences)."""
+    K.utils.set_random_seed(0)
+    tokens = K.Input((8,), dtype="int32")
+    summed = K.layers.Add()([K.layers.Embedding(50, 4, name="words")(tokens),
+                             K.layers.Embedding(30, 4, name="tags")(tokens)])
+    model = K.Model(tokens, K.layers.Dense(3, name="output")(K.layers.Flatten()(summed)))
+    seen = _record_litert_inputs(monkeypatch)
+    report = tfl.export_tflite(model, tmp_path / "tokens.tflite", latency_runs=5,
+                               verbose=False)
+    (x,) = seen
+    assert x.shape == (export.RANDOM_SAMPLES, 8) and x.dtype == np.int32
+    assert x.min() == 0 and x.max() == 29 and len(np.unique(x)) == 30
+    assert len({row.tobytes() for row in x}) == len(x)  # 64 different sequences
+    assert report.samples == len(x) and report.agreement == 1.0
+    assert report.verified_on == "random integers in [0, 30), the input_dim of the " \
+                                 "Embedding it feeds"
+    assert "(random integers in [0, 30)" in str(report)
+    assert json.loads(export.report_path(report.path).read_text())["verified_on"] == \
+        report.verified_on
+
+
+def test_an_integer_input_of_unknown_range_is_reported_as_a_weak_check(tmp_path,
+                                                                        monkeypatch):
+    import keras as keras3
+    ids = keras3.Input((4,), dtype="int32")
+    as_float = keras3.layers.Lambda(lambda t: keras3.ops.cast(t, "float32"))(ids)
+    model = keras3.Model(ids, keras3.layers.Dense(2, name="output")(as_float))
+    seen = _record_litert_inputs(monkeypatch)
+    report = tfl.export_tflite(model, tmp_path / "ids.tflite", latency_runs=5, verbose=False)
+    assert set(np.unique(seen[0])) == {0, 1}
+    assert "a weak check" in report.verified_on and "pass test_data" in report.verified_on
+    assert "a weak check" in str(report)
+

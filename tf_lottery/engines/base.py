@@ -34,7 +34,7 @@ What an engine provides:
   ``deserialize``, ``load_model``, ``custom_object_scope``;
 - architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
   (a copy with every initializer drawn again: the random-reinit control);
-- export: ``io_counts``, ``input_spec``, ``save_serving``, ``check_tflite``,
+- export: ``io_counts``, ``input_spec``, ``input_range``, ``save_serving``, ``check_tflite``,
   ``tflite_converter``.
 
 Weights and masks are read with ``variable.numpy()`` and written with
@@ -46,7 +46,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import itertools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -303,6 +303,31 @@ class Engine(abc.ABC):
         tensor = model.inputs[0]
         dtype = getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype)
         return tuple(tensor.shape[1:]), np.dtype(dtype)
+
+    def input_range(self, model) -> Optional[int]:
+        """How many values ``model``'s input may take, where its layers say so: the least
+        ``input_dim`` of the Embedding layers the input goes into (nested models
+        descended); None where no Embedding takes it (or no graph shows what does)."""
+        try:
+            consumers = self._consumers(model, model.inputs[0])
+        except (AttributeError, ValueError):  # a subclassed model: no graph to follow
+            return None
+        return min((layer.input_dim for layer in consumers
+                    if isinstance(layer, self.keras.layers.Embedding)), default=None)
+
+    def _consumers(self, model, tensor) -> list:
+        """The layers of ``model`` that ``tensor`` goes into, through nested models."""
+        found = []
+        for layer in model.layers:
+            if any(any(t is tensor for t in self.node_inputs(node))
+                   for node in layer._inbound_nodes):
+                found += self._consumers(layer, layer.inputs[0]) \
+                    if isinstance(layer, self.keras.Model) else [layer]
+        return found
+
+    def node_inputs(self, node) -> list:
+        """The Keras tensors a call (a node of a functional graph) took."""
+        return list(node.input_tensors)
 
     @abc.abstractmethod
     def save_serving(self, model, path) -> None:
