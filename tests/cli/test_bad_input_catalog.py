@@ -103,6 +103,12 @@ def _image_model(seed):
                               keras3.layers.Dense(10, name="output")])
 
 
+def _keras3_lstm():
+    import keras as keras3
+    inputs = keras3.Input((5, 3))
+    return keras3.Model(inputs, keras3.layers.Dense(2)(keras3.layers.LSTM(4)(inputs)))
+
+
 CATALOG = {
     # --- the API: values, types, models, layers ---------------------------------------
     "rounds 0": (lambda ws: tfl.RewindingSchedule(rounds=0, steps_per_round=5),
@@ -251,6 +257,10 @@ CATALOG = {
         keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(9, 2),
                           keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]),
         ws / "tokens.tflite"), ValueError, r"shape \(N, None\).*no fixed size.*pass test_data"),
+    # --- issue 31: 8. an export TFLite cannot take, with its own fix ---
+    "tflite export of an lstm of unknown batch size": (lambda ws: tfl.export_tflite(
+        _keras3_lstm(), ws / "lstm.tflite", sparse=False), tfl.ExportError,
+        "fixed batch size.*unroll=True.*export_saved_model"),
     # --- issue 31: 9. flat images for an image model ---
     "flat images for an image model": (lambda ws: tfl.LotteryTicketSearch(
         _image_model, SCHEDULE, ws / "run", batch_size=60, eval_every=2, verbose=0).run(

@@ -35,7 +35,8 @@ What an engine provides:
 - architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
   (a copy with every initializer drawn again: the random-reinit control);
 - export: ``io_counts``, ``input_spec``, ``input_range``, ``save_serving``, ``check_tflite``,
-  ``tflite_converter``.
+  ``tflite_converter``, and what TFLite is known to fail on: ``looping_recurrent_layers``,
+  ``half_precision_layers``.
 
 Weights and masks are read with ``variable.numpy()`` and written with
 ``variable.assign(array)`` between steps, which both Kerases support on every backend.
@@ -328,6 +329,23 @@ class Engine(abc.ABC):
     def node_inputs(self, node) -> list:
         """The Keras tensors a call (a node of a functional graph) took."""
         return list(node.input_tensors)
+
+    def looping_recurrent_layers(self, model) -> list:
+        """The names of the recurrent layers that loop over time steps (not ``unroll=True``)
+        in a model whose batch size is not fixed at 1: TFLite's converter cannot size their
+        loop over a batch of unknown size, and a TFLite export runs one input at a time."""
+        try:
+            batch = model.inputs[0].shape[0]
+        except (AttributeError, IndexError, TypeError):  # a subclassed model: not fixed
+            batch = None
+        return [] if batch == 1 else [
+            layer.name for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, self.keras.layers.RNN) and not layer.unroll]
+
+    def half_precision_layers(self, model) -> list:
+        """The names of the layers computing in float16 or bfloat16 (mixed precision)."""
+        return [layer.name for layer in model._flatten_layers(include_self=False)
+                if layer.compute_dtype in ("float16", "bfloat16")]
 
     @abc.abstractmethod
     def save_serving(self, model, path) -> None:

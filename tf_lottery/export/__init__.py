@@ -47,7 +47,9 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
 
     A combination LiteRT cannot run (unstructured sparse int8, sparse dynamic range) or
     that would lose weights (a partial last block) raises ExportError naming the fix and
-    leaves no file; it never falls back to another encoding on its own.
+    leaves no file; it never falls back to another encoding on its own. A model TFLite
+    fails on for a known cause (a recurrent layer looping over a batch of unknown size,
+    float16 layers) gets that cause's fix instead.
 
     Args:
       model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
