@@ -104,6 +104,18 @@ def _keras3_fit_with_a_tf_keras_callback(ws):
                callbacks=[keras.callbacks.TerminateOnNaN()])
 
 
+def _image_model(seed):
+    import keras as keras3
+    return keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(),
+                              keras3.layers.Dense(10, name="output")])
+
+
+def _keras3_lstm():
+    import keras as keras3
+    inputs = keras3.Input((5, 3))
+    return keras3.Model(inputs, keras3.layers.Dense(2)(keras3.layers.LSTM(4)(inputs)))
+
+
 CATALOG = {
     # --- the API: values, types, models, layers ---------------------------------------
     "rounds 0": (lambda ws: tfl.RewindingSchedule(rounds=0, steps_per_round=5),
@@ -305,6 +317,19 @@ CATALOG = {
     "load a file that is not a model": (lambda ws: tfl.load_model(ws / "keep.txt"), ValueError,
                                         "keep.txt is not a saved Keras model \\(a .keras or "
                                         ".h5 file"),
+    # --- issue 31: 4. random verification inputs need a fixed input size ---
+    "export of variable-length tokens without test data": (lambda ws: tfl.export_tflite(
+        keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(9, 2),
+                          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]),
+        ws / "tokens.tflite"), ValueError, r"shape \(N, None\).*no fixed size.*pass test_data"),
+    # --- issue 31: 8. an export TFLite cannot take, with its own fix ---
+    "tflite export of an lstm of unknown batch size": (lambda ws: tfl.export_tflite(
+        _keras3_lstm(), ws / "lstm.tflite", sparse=False), tfl.ExportError,
+        "fixed batch size.*unroll=True.*export_saved_model"),
+    # --- issue 31: 9. flat images for an image model ---
+    "flat images for an image model": (lambda ws: tfl.LotteryTicketSearch(
+        _image_model, SCHEDULE, ws / "run", batch_size=60, eval_every=2, verbose=0).run(
+        DATA, DATA, DATA), tfl.DataError, r"validation data: .*incompatible.*\(None, 784\)"),
 }
 
 

@@ -204,3 +204,21 @@ def test_a_dataset_is_identified_by_its_contents_whatever_their_order():
     named = [TrainingInput(augmented, 10, named="mnist-augmented-v1").identity()
              for _ in range(2)]
     assert named[0] == named[1] and named[0]["named"] == "mnist-augmented-v1"
+
+
+def test_flat_images_for_an_image_model_are_refused_with_the_line_keras_gave(K, tmp_path):
+    """Keras's own line with the shapes that do not fit stays in the refusal (issue 31)."""
+    def image_model(seed):
+        K.utils.set_random_seed(seed)
+        return K.Sequential([K.Input((28, 28, 1)), K.layers.Conv2D(2, 3, name="conv"),
+                             K.layers.Flatten(), K.layers.Dense(10, name="output")])
+    flat = (np.zeros((120, 784), np.float32), np.zeros(120, np.int64))
+    search = tfl.LotteryTicketSearch(image_model, tfl.RewindingSchedule(rounds=1,
+                                                                        steps_per_round=4),
+                                     tmp_path / "run", batch_size=60, eval_every=2, verbose=0)
+    with pytest.raises(tfl.DataError, match=r"cannot be evaluated on the validation data: "
+                                            r"\S.*incompatible.*\(None, 784\)\. Check "
+                                            r"that the data") as caught:
+        search.run(flat, flat, flat)
+    assert not any(mark in str(caught.value) for mark in "•\n\x1b")  # one plain line
+    assert not (tmp_path / "run").exists()

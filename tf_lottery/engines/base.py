@@ -34,8 +34,9 @@ What an engine provides:
   ``deserialize``, ``load_model``, ``custom_object_scope``;
 - architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
   (a copy with every initializer drawn again: the random-reinit control);
-- export: ``io_counts``, ``input_spec``, ``save_serving``, ``check_tflite``,
-  ``tflite_converter``.
+- export: ``io_counts``, ``input_spec``, ``input_range``, ``save_serving``, ``check_tflite``,
+  ``tflite_converter``, and what TFLite is known to fail on: ``looping_recurrent_layers``,
+  ``half_precision_layers``.
 
 Weights and masks are read with ``variable.numpy()`` and written with
 ``variable.assign(array)`` between steps, which both Kerases support on every backend.
@@ -46,7 +47,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import itertools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -326,6 +327,48 @@ class Engine(abc.ABC):
         tensor = model.inputs[0]
         dtype = getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype)
         return tuple(tensor.shape[1:]), np.dtype(dtype)
+
+    def input_range(self, model) -> Optional[int]:
+        """How many values ``model``'s input may take, where its layers say so: the least
+        ``input_dim`` of the Embedding layers the input goes into (nested models
+        descended); None where no Embedding takes it (or no graph shows what does)."""
+        try:
+            consumers = self._consumers(model, model.inputs[0])
+        except (AttributeError, ValueError):  # a subclassed model: no graph to follow
+            return None
+        return min((layer.input_dim for layer in consumers
+                    if isinstance(layer, self.keras.layers.Embedding)), default=None)
+
+    def _consumers(self, model, tensor) -> list:
+        """The layers of ``model`` that ``tensor`` goes into, through nested models."""
+        found = []
+        for layer in model.layers:
+            if any(any(t is tensor for t in self.node_inputs(node))
+                   for node in layer._inbound_nodes):
+                found += self._consumers(layer, layer.inputs[0]) \
+                    if isinstance(layer, self.keras.Model) else [layer]
+        return found
+
+    def node_inputs(self, node) -> list:
+        """The Keras tensors a call (a node of a functional graph) took."""
+        return list(node.input_tensors)
+
+    def looping_recurrent_layers(self, model) -> list:
+        """The names of the recurrent layers that loop over time steps (not ``unroll=True``)
+        in a model whose batch size is not fixed at 1: TFLite's converter cannot size their
+        loop over a batch of unknown size, and a TFLite export runs one input at a time."""
+        try:
+            batch = model.inputs[0].shape[0]
+        except (AttributeError, IndexError, TypeError):  # a subclassed model: not fixed
+            batch = None
+        return [] if batch == 1 else [
+            layer.name for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, self.keras.layers.RNN) and not layer.unroll]
+
+    def half_precision_layers(self, model) -> list:
+        """The names of the layers computing in float16 or bfloat16 (mixed precision)."""
+        return [layer.name for layer in model._flatten_layers(include_self=False)
+                if layer.compute_dtype in ("float16", "bfloat16")]
 
     @abc.abstractmethod
     def save_serving(self, model, path) -> None:

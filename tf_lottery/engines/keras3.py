@@ -442,9 +442,15 @@ class Keras3Engine(Engine):
         model.export(str(path), format="tf_saved_model", verbose=False)
 
     def tflite_converter(self, model, workdir):
-        """Through a quiet SavedModel export (``from_keras_model`` prints the signature)."""
+        """Through a quiet SavedModel export (``from_keras_model`` prints the signature), at
+        batch size 1 where the input fixes it so: Keras's export drops a fixed batch size,
+        and TFLite needs it to size a recurrent layer's loop."""
         path = Path(workdir) / "saved_model"
-        self.save_serving(model, path)
+        inputs = getattr(model, "inputs", None)
+        single = inputs and len(inputs) == 1 and inputs[0].shape[0] == 1
+        model.export(str(path), format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec(inputs[0].shape, inputs[0].dtype)]
+                     if single else None)
         return tf.lite.TFLiteConverter.from_saved_model(str(path))
 
     def clone(self, model):

@@ -348,6 +348,9 @@ class TfKerasEngine(Engine):
     def steps_per_execution(self, model) -> int:
         return int(model._steps_per_execution.numpy())
 
+    def node_inputs(self, node) -> list:
+        return list(node.keras_inputs)
+
     def save_serving(self, model, path) -> None:
         model.save(path, save_format="tf", include_optimizer=False)
 

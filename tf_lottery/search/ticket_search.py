@@ -316,7 +316,7 @@ class LotteryTicketSearch:
                 metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             raise DataError(f"the model cannot be evaluated on the validation data: "
-                            f"{reason(error)} Check that the data "
+                            f"{reason(error).rstrip('.')}. Check that the data "
                             "yields (x, y) with x shaped like the model's input and y like "
                             "what the loss expects") from error
         available, monitor = [f"val_{name}" for name in metrics], self.options.monitor
