@@ -82,9 +82,9 @@ def _user_cli(ws, *overrides):
     return _cli(ws, *overrides)
 
 
-def _pruned(ws, schedule=SCHEDULE):
+def _pruned(ws, schedule=SCHEDULE, keras=keras):
     """A LotteryModel whose θ0 is gone again (the refusal after it must write nothing)."""
-    pruned = tfl.prune_with_rewinding(small_mlp(), schedule, checkpoint_dir=ws / "c")
+    pruned = tfl.prune_with_rewinding(small_mlp(keras=keras), schedule, checkpoint_dir=ws / "c")
     shutil.rmtree(ws / "c")
     return pruned
 
@@ -314,6 +314,8 @@ CATALOG = {
     "tf-mot block size (cli)": (lambda ws: _cli(ws, "block_size=[1, 16]"), CLI,
                                 "got \\(1, 16\\).*Pass block_size=16"),
     # --- issue 31: 14. loading -------------------------------------------------------------
+    "keras 3 lottery model as .h5": (lambda ws: _pruned(ws, keras=__import__("keras")).save(
+        ws / "pruned.h5"), ValueError, "saves as .keras, not pruned.h5.*tfl.strip_pruning"),
     "load a file that is not a model": (lambda ws: tfl.load_model(ws / "keep.txt"), ValueError,
                                         "keep.txt is not a saved Keras model \\(a .keras or "
                                         ".h5 file"),

@@ -129,6 +129,16 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
+    def save(self, filepath, *args, **kwargs):
+        """Keras's ``save``; ``.h5`` (Keras 3's legacy format, which cannot hold the masks)
+        is refused before anything is written."""
+        if str(filepath).endswith((".h5", ".hdf5")):
+            raise SettingError(
+                f"a Keras 3 LotteryModel saves as .keras, not {Path(filepath).name}: Keras 3 "
+                "writes .h5 in its legacy format, which cannot hold the masks and rounds. Save "
+                f"it as {Path(filepath).stem}.keras, or its ticket (tfl.strip_pruning) as .h5")
+        return super().save(filepath, *args, **kwargs)
+
     # --- the network compiles and steps itself ------------------------------------------
 
     def compile(self, *args, **kwargs):
