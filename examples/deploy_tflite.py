@@ -60,7 +60,7 @@ def make_ticket(x_train, y_train, block_size: int, rounds: int = 15, epochs_per_
                    metrics=["accuracy"])
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)) \
         .shuffle(len(x_train), seed=seed).batch(batch_size).prefetch(2)
-    pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch,
+    pruned.fit(train, epochs=pruned.epochs(steps_per_epoch),
                validation_data=validation_data, verbose=0)
     return pruned
 

@@ -65,7 +65,7 @@ def main(argv=None):
                    metrics=["accuracy"])
     print(f"Lenet-300-100 on MNIST: {args.rounds} rounds of {schedule.steps_per_round} steps "
           f"(batch {args.batch_size}), θ0 stored in {pruned.checkpoint_dir}")
-    pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch,
+    pruned.fit(train, epochs=pruned.epochs(steps_per_epoch),
                validation_data=(x_test, y_test), verbose=0,
                callbacks=[PrintRounds(args.rounds)])
 

@@ -94,3 +94,31 @@ class InterruptAt(Callback):
         self.count += 1
         if self.count == self.n:
             raise KeyboardInterrupt
+
+
+LAYERS_PY = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_layers")
+class Doubled(keras.layers.Layer):
+    def call(self, x):
+        return 2 * x
+'''
+
+
+def keras_file_with_a_custom_layer(folder: Path) -> Path:
+    """``folder/net.keras``: a Keras 3 MNIST classifier with a layer of ``folder/my_layers.py``,
+    whose registration is then forgotten (as in a new process that has not imported it)."""
+    (folder / "my_layers.py").write_text(LAYERS_PY)
+    sys.path.insert(0, str(folder))
+    try:
+        from my_layers import Doubled
+    finally:
+        sys.path.remove(str(folder))
+    model = keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(), Doubled(),
+                               keras3.layers.Dense(10, name="output")])
+    model.save(folder / "net.keras")
+    keras3.saving.get_custom_objects().pop("my_layers>Doubled")
+    sys.modules.pop("my_layers")
+    return folder / "net.keras"

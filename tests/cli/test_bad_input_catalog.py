@@ -15,7 +15,7 @@ import tf_lottery as tfl
 from tf_lottery.cli.commands import main
 from tf_lottery.cli.config import RunConfig
 
-from helpers import small_mlp
+from helpers import keras_file_with_a_custom_layer, small_mlp
 
 SCHEDULE = tfl.RewindingSchedule(rounds=1, steps_per_round=4)
 TINY = ("run_dir: {run}\nrounds: 1\nsteps_per_round: 4\ntrain_size: 120\ntest_size: 50\n"
@@ -105,6 +105,13 @@ def _api_run(ws):
     return ws.parent / "api_run"
 
 
+def _pruned(ws, schedule=SCHEDULE, keras=keras):
+    """A LotteryModel whose θ0 is gone again (the refusal after it must write nothing)."""
+    pruned = tfl.prune_with_rewinding(small_mlp(keras=keras), schedule, checkpoint_dir=ws / "c")
+    shutil.rmtree(ws / "c")
+    return pruned
+
+
 def _tfmot_wrapped():
     return tfmot.sparsity.keras.prune_low_magnitude(
         small_mlp(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
@@ -118,6 +125,18 @@ def _keras3_fit_with_a_tf_keras_callback(ws):
     pruned.compile("adam", "mse")
     pruned.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
                callbacks=[keras.callbacks.TerminateOnNaN()])
+
+
+def _image_model(seed):
+    import keras as keras3
+    return keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(),
+                              keras3.layers.Dense(10, name="output")])
+
+
+def _keras3_lstm():
+    import keras as keras3
+    inputs = keras3.Input((5, 3))
+    return keras3.Model(inputs, keras3.layers.Dense(2)(keras3.layers.LSTM(4)(inputs)))
 
 
 CATALOG = {
@@ -263,6 +282,79 @@ CATALOG = {
                                  "metrics must be a list"),
     "export of a directory that is not a run": (lambda ws: main(
         ["export", str(ws / "empty")]), CLI, "empty is not a tf_lottery run directory"),
+    # --- issue 31: an optimizer mapping that is not one ---------------------------------
+    "optimizer mapping without class_name": (lambda ws: _cli(ws, "optimizer={name: adam}"),
+                                             CLI, r"the optimizer, given as a mapping, takes "
+                                             r"class_name \(its name\) and config"),
+    "optimizer mapping with a list for config": (lambda ws: _cli(
+        ws, "optimizer={class_name: adam, config: [1]}"), CLI,
+        r"given as a mapping, takes class_name.*got \{'class_name': 'adam', 'config': \[1\]\}"),
+    "optimizer as a list": (lambda ws: _cli(ws, "optimizer=[adam]"), CLI,
+                            r"the optimizer must be a name, a mapping .*got list \['adam'\]"),
+    # --- issue 31: a .keras file with an unregistered custom layer ---------------------
+    "keras file with a class no module registers": (lambda ws: _cli(
+        ws, f"model={keras_file_with_a_custom_layer(ws.parent)}"), CLI,
+        r"net.keras uses 'Doubled', which no imported module registers: add `imports: "
+        r"\[my_layers\]`"),
+    "imports of a module that is not there": (lambda ws: _cli(ws, "imports=[my_layrs]"), CLI,
+                                              "imports: 'my_layrs': module 'my_layrs' does not "
+                                              "import"),
+    # --- issue 31: 5. epochs that are not exact -----------------------------------------
+    "epochs that cut a round short": (lambda ws: _pruned(
+        ws, tfl.RewindingSchedule(rounds=3, steps_per_round=13)).epochs(10), ValueError,
+        "52 steps left, not a whole number of epochs of 10 steps: 5 epochs would stop 2 "
+        "steps before the final round ends.*pruned.fit\\(train.repeat\\(\\), epochs=13, "
+        "steps_per_epoch=4\\)"),
+    # --- issue 31: 6. a mode against the metric ------------------------------------------
+    "mode max of an error": (lambda ws: _search(ws / "run", loss="mse", metrics=["mae"],
+                                                monitor="val_mae", mode="max"), ValueError,
+                             "mode='max' contradicts monitor='val_mae'.*force_mode=True"),
+    "mode max of an error (cli)": (lambda ws: _cli(ws, "loss=mse", "metrics=[mae]",
+                                                   "monitor=val_mae", "mode=max"), CLI,
+                                   "mode='max' contradicts monitor='val_mae'"),
+    "mode min of an accuracy": (lambda ws: _search(ws / "run", monitor="val_accuracy",
+                                                   mode="min"), ValueError,
+                                "mode='min' contradicts monitor='val_accuracy'"),
+    "no mode for a metric keras does not know": (lambda ws: _search(
+        ws / "run", metrics=[], monitor="val_dice"), ValueError,
+        "cannot tell whether val_dice is better low or high.*mode=\"min\" or mode=\"max\""),
+    # --- issue 31: 13. TF-MOT's habits ----------------------------------------------------
+    "tf-mot pruning_params": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), checkpoint_dir=ws / "c", pruning_schedule=tfmot.sparsity.keras
+        .PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000)), TypeError,
+        "not TF-MOT's pruning_schedule=.*PolynomialDecay reaches sparsity 0.9.*"
+        "RewindingSchedule\\(rounds=10, steps_per_round=1000, prune_rate=0.206\\)"),
+    "tf-mot constant sparsity": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), tfmot.sparsity.keras.ConstantSparsity(0.5, 0), checkpoint_dir=ws / "c"),
+        TypeError, "ConstantSparsity reaches sparsity 0.5.*rounds=3, steps_per_round=<the "
+        "steps of one full training>, prune_rate=0.206"),
+    "tf-mot schedule to a search": (lambda ws: tfl.LotteryTicketSearch(
+        small_mlp, tfmot.sparsity.keras.PolynomialDecay(0.2, 0.8, 0, 500), ws / "run"),
+        TypeError, "rounds=7, steps_per_round=500, prune_rate=0.205"),
+    "tf-mot block size": (lambda ws: tfl.prune_with_rewinding(
+        small_mlp(), SCHEDULE, block_size=(1, 4), checkpoint_dir=ws / "c"), ValueError,
+        "got \\(1, 4\\): TF-MOT's \\(rows, columns\\).*Pass block_size=4"),
+    "tf-mot block size (cli)": (lambda ws: _cli(ws, "block_size=[1, 16]"), CLI,
+                                "got \\(1, 16\\).*Pass block_size=16"),
+    # --- issue 31: 14. loading -------------------------------------------------------------
+    "keras 3 lottery model as .h5": (lambda ws: _pruned(ws, keras=__import__("keras")).save(
+        ws / "pruned.h5"), ValueError, "saves as .keras, not pruned.h5.*tfl.strip_pruning"),
+    "load a file that is not a model": (lambda ws: tfl.load_model(ws / "keep.txt"), ValueError,
+                                        "keep.txt is not a saved Keras model \\(a .keras or "
+                                        ".h5 file"),
+    # --- issue 31: 4. random verification inputs need a fixed input size ---
+    "export of variable-length tokens without test data": (lambda ws: tfl.export_tflite(
+        keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(9, 2),
+                          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)]),
+        ws / "tokens.tflite"), ValueError, r"shape \(N, None\).*no fixed size.*pass test_data"),
+    # --- issue 31: 8. an export TFLite cannot take, with its own fix ---
+    "tflite export of an lstm of unknown batch size": (lambda ws: tfl.export_tflite(
+        _keras3_lstm(), ws / "lstm.tflite", sparse=False), tfl.ExportError,
+        "fixed batch size.*unroll=True.*export_saved_model"),
+    # --- issue 31: 9. flat images for an image model ---
+    "flat images for an image model": (lambda ws: tfl.LotteryTicketSearch(
+        _image_model, SCHEDULE, ws / "run", batch_size=60, eval_every=2, verbose=0).run(
+        DATA, DATA, DATA), tfl.DataError, r"validation data: .*incompatible.*\(None, 784\)"),
     # --- issue 31: int8 export from the CLI (item 1) ---
     "int8 export of a run without its config": (lambda ws: main(
         ["export", str(_api_run(ws)), "--quantize", "int8", "--dense", "--output",

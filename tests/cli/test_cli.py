@@ -155,6 +155,20 @@ def test_progress_is_plain_lines_in_a_file_and_bars_in_a_terminal(tmp_path):
                      r"val_loss [0-9.]+ \(best [0-9.]+ @ 5\) \| \S+ left", text)  # a bar
 
 
+@pytest.mark.parametrize("keras_version", [2, 3])
+def test_an_optimizer_mapping_in_yaml_keeps_its_options(tmp_path, keras_version):
+    """EMA, weight decay and clipping from YAML, as the Python API takes them (tf_keras read
+    a mapping as its legacy optimizer, which has none of them)."""
+    config = _tiny(tmp_path, keras=keras_version, verbose=0, controls="[]",
+                   optimizer="{class_name: adam, config: {use_ema: true, clipnorm: 1.0, "
+                             "weight_decay: 0.01}}")
+    assert main(["run", str(config)]) == 0
+    optimizer = json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"]
+    assert optimizer["class_name"] == "Adam"
+    assert {key: optimizer["config"][key] for key in ("use_ema", "clipnorm", "weight_decay")} \
+        == {"use_ema": True, "clipnorm": 1.0, "weight_decay": 0.01}
+
+
 OWN_CODE = '''
 import numpy as np
 

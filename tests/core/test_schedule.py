@@ -3,6 +3,7 @@ import tensorflow as tf
 
 import tf_lottery as tfl
 from tf_lottery.core.masks import kept_count
+from tf_lottery.core.schedule import check_schedule
 
 
 def test_kept_fraction_follows_one_minus_p_to_the_k():
@@ -87,3 +88,30 @@ def test_numpy_scalars_are_numbers():
     settings = tfl.ImpSettings(rewind_to=np.int64(3), block_size=np.int64(4), seed=np.int64(1))
     assert settings.rewind_to == 3 and type(settings.rewind_to) is int
     assert settings.block_size == 4 and settings.seed == 1
+
+
+@pytest.mark.parametrize("make, sparsity", [
+    (lambda s: s.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000), 0.9),
+    (lambda s: s.ConstantSparsity(0.5, begin_step=0), 0.5),
+    (lambda s: s.PolynomialDecay(0.3, 0.97, begin_step=100, end_step=4000), 0.97)])
+def test_a_tfmot_schedule_maps_to_a_rewinding_schedule_of_its_sparsity(make, sparsity):
+    """Issue 31, item 13: the RewindingSchedule the refusal names reaches TF-MOT's sparsity."""
+    import re
+
+    import tensorflow_model_optimization as tfmot
+    with pytest.raises(TypeError, match="must be a tf_lottery.RewindingSchedule") as refused:
+        check_schedule(make(tfmot.sparsity.keras))
+    rounds, rate = re.search(r"RewindingSchedule\(rounds=(\d+), steps_per_round=[^,]+, "
+                             r"prune_rate=([\d.]+)\)", str(refused.value)).groups()
+    suggested = tfl.RewindingSchedule(rounds=int(rounds), steps_per_round=1,
+                                      prune_rate=float(rate))
+    assert suggested.sparsity("any", int(rounds)) == pytest.approx(sparsity, abs=0.005)
+    assert 0.15 < suggested.prune_rate < 0.25
+
+
+def test_tfmot_s_block_of_n_inputs_is_block_size_n():
+    """Issue 31, item 13: TF-MOT's (n, 1) blocks of a Dense kernel are tf_lottery's n."""
+    assert tfl.ImpSettings(block_size=(4, 1)).block_size == 4
+    assert tfl.ImpSettings(block_size=[16, 1]).block_size == 16
+    with pytest.raises(ValueError, match=r"got \(1, 4\).*Pass block_size=4"):
+        tfl.ImpSettings(block_size=(1, 4))

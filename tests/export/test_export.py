@@ -182,13 +182,16 @@ def test_block_encoding_that_would_drop_a_partial_block_is_refused(tmp_path):
     assert report.kernel_block == 16 and report.agreement == 1.0
 
 
-def test_int8_that_disagrees_with_keras_is_refused(tickets, mnist_slice, tmp_path):
+@pytest.mark.parametrize("sparse", [True, False])
+def test_int8_that_disagrees_with_keras_is_refused(tickets, mnist_slice, tmp_path, sparse):
+    """The fix offers sparse=False only where it was not passed (issue 31)."""
     (x_train, _), (x_test, y_test) = mnist_slice
     with pytest.raises(tfl.ExportError, match="picks the Keras model's class on only.*"
-                                              "Calibrate with representative_data"):
-        tfl.export_tflite(tickets[16], tmp_path / "t.tflite", quantize="int8",
+                                              "Calibrate with representative_data") as caught:
+        tfl.export_tflite(tickets[16], tmp_path / "t.tflite", quantize="int8", sparse=sparse,
                           representative_data=x_train * 255,  # raw pixels: wrong scale
                           test_data=(x_test, y_test), verbose=False)
+    assert ("sparse=False" in str(caught.value)) == sparse
     assert _files(tmp_path) == []
 
 
@@ -251,3 +254,106 @@ def test_bad_input_is_refused_before_anything_is_written(tickets, mnist_slice, t
     with pytest.raises(ValueError, match="one input and one output.*2 outputs"):
         tfl.export_tflite(two_outputs, tmp_path / "two.tflite")
     assert _files(tmp_path) == before and existing.read_bytes() == b"precious"
+
+
+def _record_litert_inputs(monkeypatch):
+    """The inputs every LiteRT.predict of an export is given, as they come."""
+    seen = []
+    real = export.tflite.LiteRT.predict
+
+    def predict(self, x):
+        seen.append(np.array(x))
+        return real(self, x)
+    monkeypatch.setattr(export.tflite.LiteRT, "predict", predict)
+    return seen
+
+
+def test_an_integer_input_is_verified_on_tokens_its_embeddings_take(K, tmp_path,
+                                                                     monkeypatch):
+    """Without test data, token ids are drawn below the least input_dim of the Embeddings
+    the input feeds (issue 31: they were 64 all-zero sequences)."""
+    K.utils.set_random_seed(0)
+    tokens = K.Input((8,), dtype="int32")
+    summed = K.layers.Add()([K.layers.Embedding(50, 4, name="words")(tokens),
+                             K.layers.Embedding(30, 4, name="tags")(tokens)])
+    model = K.Model(tokens, K.layers.Dense(3, name="output")(K.layers.Flatten()(summed)))
+    seen = _record_litert_inputs(monkeypatch)
+    report = tfl.export_tflite(model, tmp_path / "tokens.tflite", latency_runs=5,
+                               verbose=False)
+    (x,) = seen
+    assert x.shape == (export.RANDOM_SAMPLES, 8) and x.dtype == np.int32
+    assert x.min() == 0 and x.max() == 29 and len(np.unique(x)) == 30
+    assert len({row.tobytes() for row in x}) == len(x)  # 64 different sequences
+    assert report.samples == len(x) and report.agreement == 1.0
+    assert report.verified_on == "random integers in [0, 30), the input_dim of the " \
+                                 "Embedding it feeds"
+    assert "(random integers in [0, 30)" in str(report)
+    assert json.loads(export.report_path(report.path).read_text())["verified_on"] == \
+        report.verified_on
+
+
+def test_an_integer_input_of_unknown_range_is_reported_as_a_weak_check(tmp_path,
+                                                                        monkeypatch):
+    import keras as keras3
+    ids = keras3.Input((4,), dtype="int32")
+    as_float = keras3.layers.Lambda(lambda t: keras3.ops.cast(t, "float32"))(ids)
+    model = keras3.Model(ids, keras3.layers.Dense(2, name="output")(as_float))
+    seen = _record_litert_inputs(monkeypatch)
+    report = tfl.export_tflite(model, tmp_path / "ids.tflite", latency_runs=5, verbose=False)
+    assert set(np.unique(seen[0])) == {0, 1}
+    assert "a weak check" in report.verified_on and "pass test_data" in report.verified_on
+    assert "a weak check" in str(report)
+
+
+def _lstm(batch_size=None, unroll=False):
+    import keras as keras3
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((5, 3), batch_size=batch_size)
+    recurrent = keras3.layers.LSTM(4, unroll=unroll, name="lstm")(inputs)
+    return keras3.Model(inputs, keras3.layers.Dense(2, name="output")(recurrent))
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_an_lstm_tflite_cannot_convert_gets_the_recurrent_fix(tmp_path, sparse):
+    """An LSTM looping over a batch of unknown size: the fix names batch_size=1,
+    unroll=True and export_saved_model, not sparse=False (issue 31); each of them works."""
+    x = np.random.default_rng(0).random((8, 5, 3)).astype("float32")
+    with pytest.raises(tfl.ExportError, match=r"float32: 'tf.TensorListReserve' op requires "
+                                              r"element_shape to be static.*recurrent layer "
+                                              r"'lstm' only for a fixed batch size.*"
+                                              r"batch_size=1.*unroll=True.*"
+                                              r"export_saved_model") as caught:
+        tfl.export_tflite(_lstm(), tmp_path / "lstm.tflite", test_data=x, sparse=sparse,
+                          verbose=False)
+    assert "sparse=False" not in str(caught.value) and _files(tmp_path) == []
+    for name, fixed, data in (("batch_1", _lstm(batch_size=1), x[:1]),
+                              ("unrolled", _lstm(unroll=True), x)):
+        assert tfl.export_tflite(fixed, tmp_path / f"{name}.tflite", test_data=data,
+                                 sparse=sparse, latency_runs=5, verbose=False).samples == \
+            len(data)
+    assert tfl.export_saved_model(_lstm(), tmp_path / "lstm", test_data=x,
+                                  verbose=False).agreement == 1.0
+
+
+def test_float16_layers_get_the_float32_rebuild_as_their_fix(K, tmp_path):
+    """A mixed-precision model: the fix is a float32 rebuild (which exports) or a
+    SavedModel, not sparse=False (issue 31)."""
+    def model(policy):
+        K.utils.set_random_seed(0)
+        return K.Sequential([K.Input((6,)), K.layers.Dense(8, dtype=policy, name="hidden"),
+                             K.layers.Dense(2, dtype="float32", name="output")])
+    mixed, x = model("mixed_float16"), np.random.default_rng(0).random((8, 6))
+    with pytest.raises(tfl.ExportError, match=r"FlatBuffer. 'tf.MatMul' op is neither a custom "
+                                              r"op nor a flex op. TFLite's kernels do not take "
+                                              r"the float16 computation \(a mixed-precision "
+                                              r"policy\) of layer 'hidden'.*"
+                                              r"set_global_policy\('float32'\).*"
+                                              r"export_saved_model") as caught:
+        tfl.export_tflite(mixed, tmp_path / "mixed.tflite", test_data=x, verbose=False)
+    assert "sparse=False" not in str(caught.value) and _files(tmp_path) == []
+    rebuilt = model("float32")
+    rebuilt.set_weights(mixed.get_weights())
+    assert tfl.export_tflite(rebuilt, tmp_path / "rebuilt.tflite", test_data=x,
+                             latency_runs=5, verbose=False).samples == len(x)
+    assert tfl.export_saved_model(mixed, tmp_path / "mixed", test_data=x,
+                                  verbose=False).agreement == 1.0

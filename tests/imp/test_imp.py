@@ -1,6 +1,8 @@
 """IMP through the one-call path on both engines (tf_keras with real TF-MOT wrappers, Keras 3
 with mask constraints): real training, real checkpoints, exact zeros and rewinds."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -497,3 +499,36 @@ def test_train_on_batch_counts_steps_and_ends_rounds(mnist_slice, tmp_path, K):
         if step in (3, 6):
             _round_start_exact(pruned, theta0)
     assert pruned.imp_step == 7 and [(r.round, r.step) for r in pruned.rounds] == [(0, 3), (1, 6)]
+
+
+def test_a_fit_that_cuts_a_round_short_or_overruns_warns_and_epochs_are_exact(mnist_slice,
+                                                                              tmp_path, K):
+    """Issue 31, item 5: 52 steps of rounds in epochs of 10 steps."""
+    (x, y), _ = mnist_slice
+    x, y = x[:100], y[:100]  # 10 steps per epoch at batch 10
+    schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=13)
+
+    def wrapped(name):
+        return compile_for_classification(tfl.prune_with_rewinding(
+            small_mlp(seed=3, keras=K), schedule, checkpoint_dir=tmp_path / name))
+    pruned = wrapped("uneven")
+    assert pruned.epochs(13) == 4 and pruned.epochs(4) == 13
+    with pytest.raises(tfl.SettingError, match=r"epochs=13, steps_per_epoch=4\)"):
+        pruned.epochs(10)
+    with pytest.warns(UserWarning, match=r"ended at step 50, inside round 3, which trained 11 "
+                      r"of its 13 steps .*pruned.epochs\(10\) gives the epochs"):
+        pruned.fit(x, y, batch_size=10, epochs=5, verbose=0)  # the README's old recipe
+    assert [r.round for r in pruned.rounds] == [0, 1, 2]
+    with pytest.warns(UserWarning, match="trained the final round 8 steps longer than the "
+                      "others: it ended at step 60, the rounds at step 52"):
+        pruned.fit(x, y, batch_size=10, epochs=1, verbose=0)
+    assert [r.round for r in pruned.rounds] == [0, 1, 2, 3]
+
+    exact = wrapped("exact")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exact.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(10).repeat(), epochs=13,
+                  steps_per_epoch=4, verbose=0)
+    assert not [w for w in caught if "pruned.epochs" in str(w.message)]
+    assert exact.imp_step == 52 and [r.round for r in exact.rounds] == [0, 1, 2, 3]
+    assert exact.epochs(4) == 0

@@ -30,12 +30,12 @@ def half_trained(mnist_slice, tmp_path):
 
 
 @pytest.mark.parametrize("engine, fmt", [("tf_keras", "keras"), ("tf_keras", "savedmodel"),
-                                         ("keras3", "keras")])
+                                         ("tf_keras", "h5"), ("keras3", "keras")])
 def test_wrapped_model_round_trip_keeps_schedule_masks_and_position(mnist_slice, tmp_path,
                                                                     engine, fmt):
     pruned, (x, y) = _half_trained(KERASES[engine], mnist_slice, tmp_path)
-    path = tmp_path / ("model.keras" if fmt == "keras" else "savedmodel")
-    pruned.save(path) if fmt == "keras" else pruned.save(path, save_format="tf")
+    path = tmp_path / ("savedmodel" if fmt == "savedmodel" else f"model.{fmt}")
+    pruned.save(path, save_format="tf") if fmt == "savedmodel" else pruned.save(path)
 
     restored = tfl.load_model(path)
     assert isinstance(restored, tfl.LotteryModel) and restored.engine is pruned.engine
@@ -74,6 +74,23 @@ def test_tfmot_prune_scope_alone_loses_the_schedule(tmp_path):
     with tfl.custom_object_scope():
         loaded = keras.models.load_model(tmp_path / "plain.keras")
     assert loaded.layers[0].pruning_schedule == schedule
+
+
+def test_tfmot_strip_pruning_gives_a_plain_model_that_loads_without_tf_lottery(half_trained,
+                                                                                 tmp_path):
+    """Issue 31, item 14: TF-MOT's own strip of a LotteryModel, saved as .h5 (its guides')."""
+    pruned, (x, _) = half_trained
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    assert type(stripped).__name__ == "Functional"  # a plain tf_keras model
+    assert [type(layer).__name__ for layer in stripped.layers] == ["InputLayer", "Dense",
+                                                                   "Dense"]
+    stripped.save(tmp_path / "ticket.h5")
+    loaded = keras.models.load_model(tmp_path / "ticket.h5")  # no tf_lottery scope
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+    kernels = {w.name.split("/")[0]: w.numpy() for w in loaded.weights if "kernel" in w.name}
+    for path, mask in pruned.masks.items():
+        assert np.all(kernels[path.split("/")[0]][~mask] == 0)
 
 
 def test_savedmodel_serves_without_tf_lottery(half_trained, tmp_path):

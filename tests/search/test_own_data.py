@@ -13,7 +13,7 @@ import tf_lottery as tfl
 from tf_lottery.cli.commands import main
 from tf_lottery.runs.rundir import RunDirectory
 
-from helpers import InterruptAt
+from helpers import InterruptAt, keras_file_with_a_custom_layer
 
 ROOT = Path(__file__).parents[2]
 SCHEDULE = tfl.RewindingSchedule(rounds=2, steps_per_round=10, prune_rate=0.5)
@@ -161,6 +161,18 @@ def test_the_cli_with_a_keras_file(tmp_path):
     assert not np.array_equal(theta[1]["hidden/kernel"], theta[0]["hidden/kernel"])
 
 
+def test_the_cli_with_a_keras_file_of_custom_layers_and_its_imports(tmp_path):
+    net = keras_file_with_a_custom_layer(tmp_path)  # my_layers.py beside the config
+    config = _own_config(tmp_path, model=net, dataset="mnist", train_size=120,
+                         validation_size=40, test_size=40, imports="[my_layers]")
+    assert main(["run", str(config)]) == 0
+    keras.saving.get_custom_objects().pop("my_layers>Doubled")  # export imports it again
+    sys.modules.pop("my_layers")
+    assert main(["export", str(tmp_path / "run"), "--output",
+                 str(tmp_path / "ticket.tflite")]) == 0
+    assert (tmp_path / "ticket.tflite").is_file()
+
+
 def test_the_regression_example_runs(tmp_path):
     assert main(["run", str(ROOT / "examples" / "mnist_regression.yaml"),
                  f"run_dir={tmp_path / 'run'}", "train_size=600", "test_size=200",
@@ -192,3 +204,21 @@ def test_a_dataset_is_identified_by_its_contents_whatever_their_order():
     named = [TrainingInput(augmented, 10, named="mnist-augmented-v1").identity()
              for _ in range(2)]
     assert named[0] == named[1] and named[0]["named"] == "mnist-augmented-v1"
+
+
+def test_flat_images_for_an_image_model_are_refused_with_the_line_keras_gave(K, tmp_path):
+    """Keras's own line with the shapes that do not fit stays in the refusal (issue 31)."""
+    def image_model(seed):
+        K.utils.set_random_seed(seed)
+        return K.Sequential([K.Input((28, 28, 1)), K.layers.Conv2D(2, 3, name="conv"),
+                             K.layers.Flatten(), K.layers.Dense(10, name="output")])
+    flat = (np.zeros((120, 784), np.float32), np.zeros(120, np.int64))
+    search = tfl.LotteryTicketSearch(image_model, tfl.RewindingSchedule(rounds=1,
+                                                                        steps_per_round=4),
+                                     tmp_path / "run", batch_size=60, eval_every=2, verbose=0)
+    with pytest.raises(tfl.DataError, match=r"cannot be evaluated on the validation data: "
+                                            r"\S.*incompatible.*\(None, 784\)\. Check "
+                                            r"that the data") as caught:
+        search.run(flat, flat, flat)
+    assert not any(mark in str(caught.value) for mark in "•\n\x1b")  # one plain line
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ import tf_lottery as tfl
 from tf_lottery.core.masks import kept_count
 from tf_lottery.engines.callbacks import Callback
 from tf_lottery.runs.rundir import RunDirectory, RunDirectoryError
+from tf_lottery.search.settings import SearchSettings
 from tf_lottery.zoo.data import load_dataset
 from tf_lottery.zoo.models import lenet_300_100
 
@@ -149,6 +150,18 @@ def test_a_different_config_is_refused_with_what_differs(splits, tmp_path):
     with pytest.raises(RunDirectoryError, match="data.train"):
         _search(tmp_path / "run", controls=()).run(
             (splits[0][0][:300], splits[0][1][:300]), *splits[1:])
+    with pytest.raises(RunDirectoryError) as refused:  # "auto" resolves to another value
+        _search(tmp_path / "run", controls=(), eval_every=2).run(*splits)
+    assert refused.value.args[0].endswith(
+        "Differences:\n  eval_every: 5 in the run directory, 2 now")  # not steps_per_execution
+    wider = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(300, activation="relu", name="hidden_1"),
+                              keras.layers.Dense(120, activation="relu", name="hidden_2"),
+                              keras.layers.Dense(10, name="output")])
+    with pytest.raises(RunDirectoryError, match=r"model\.config\.layers\.\d\.config\.units: 100 "
+                                                r"in the run directory, 120 now"):
+        tfl.LotteryTicketSearch(lambda seed: wider, SCHEDULE, tmp_path / "run", controls=(),
+                                eval_every=5, verbose=0, seed=3).run(*splits)
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
 
 
@@ -207,6 +220,22 @@ def test_bad_search_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _search(tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("monitor, mode", [
+    ("val_loss", "min"), ("val_mae", "min"), ("val_root_mean_squared_error", "min"),
+    ("val_digit_loss", "min"), ("val_accuracy", "max"), ("val_auc_1", "max"),
+    ("val_digit_sparse_categorical_accuracy", "max"), ("val_precision", "max")])
+def test_mode_follows_the_monitored_metric_unless_insisted(monitor, mode):
+    """Issue 31, item 6: the early stop takes the metric's best, Keras's direction."""
+    assert SearchSettings(monitor=monitor).mode == mode  # "auto"
+    assert SearchSettings(monitor=monitor, mode=mode).mode == mode
+    other = {"min": "max", "max": "min"}[mode]
+    with pytest.raises(tfl.SettingError, match=f"mode='{other}' contradicts"):
+        SearchSettings(monitor=monitor, mode=other)
+    insisted = SearchSettings(monitor=monitor, mode=other, force_mode=True)
+    assert insisted.mode == other and insisted.better(1.0, 0.0) == (other == "max")
+    assert SearchSettings(monitor="val_dice", mode=other).mode == other  # unknown: as given
 
 
 def test_a_model_xla_cannot_compile_falls_back_with_a_message(splits, tmp_path, capsys):

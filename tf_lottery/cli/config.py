@@ -14,7 +14,8 @@ Every value is checked when the config is read, before anything is written.
 
 Your own model and data: ``model: my_models:build`` (a function of the trial's seed that
 returns a built Keras model, importable from the config file's folder or the working
-directory) or ``model: path/to/model.keras`` (its weights are trial 0's θ0); ``dataset:
+directory) or ``model: path/to/model.keras`` (its weights are trial 0's θ0; ``imports:
+[my_layers]`` imports the modules that register its custom classes first); ``dataset:
 my_data:load`` (a function returning ``(train, validation, test)``, each ``(x, y)`` arrays
 or a ``tf.data.Dataset`` of ``(x, y)`` batches; it is given the run's ``seed`` if it takes
 one, and those of ``train_size``, ``validation_size``, ``test_size`` the config sets: the
@@ -30,6 +31,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import re
 import sys
 import sysconfig
 import traceback
@@ -74,8 +76,9 @@ class RunConfig:
     :class:`~tf_lottery.search.settings.SearchSettings`' (``controls`` to ``strategy``);
     each value is checked there. ``keras`` picks the Keras the built-in models are built
     with (2: tf_keras and TF-MOT, 3: Keras 3). ``config_dir`` (the config file's folder
-    unless given) is where ``module:function`` specs are imported from, besides the
-    working directory. A size left unset (None) is the dataset's own default (the built-in
+    unless given) is where ``module:function`` specs and the ``imports`` modules (those that
+    register a ``.keras`` model's custom classes) are imported from, besides the working
+    directory. A size left unset (None) is the dataset's own default (the built-in
     datasets: 5,000 validation images, all the others).
     """
 
@@ -88,6 +91,7 @@ class RunConfig:
     train_size: Optional[int] = None
     test_size: Optional[int] = None
     config_dir: Optional[str] = None
+    imports: tuple = ()
     schedule: RewindingSchedule = RewindingSchedule(**_PAPER_SCHEDULE)
     settings: ImpSettings = ImpSettings()
     options: SearchSettings = SearchSettings()
@@ -109,6 +113,8 @@ class RunConfig:
             raise ConfigError(f"run_dir {self.run_dir} is a file, not a directory; choose a "
                               "directory for the search's files")
         one_of(self.keras, "keras", KERAS_VERSIONS)
+        for module_name in self.imports:  # they register the user's Keras classes
+            self._module(module_name, f"imports: {module_name!r}")
         if _is_callable_spec(self.model):
             self.imported(self.model, "model")
         elif str(self.model).endswith(".keras"):
@@ -142,7 +148,7 @@ class RunConfig:
         if "run_dir" not in values:
             raise ConfigError(f"{source} has no run_dir: say where the search is written")
         values = {**_PAPER_SCHEDULE, **values}
-        for key in ("exclude", "prunable", "controls", "metrics"):
+        for key in ("exclude", "prunable", "controls", "metrics", "imports"):
             if isinstance(values.get(key), str):  # `exclude: output` means one name
                 values[key] = (values[key],)
             elif key in values:
@@ -201,19 +207,24 @@ class RunConfig:
         """The function a ``module:function`` spec names, imported from the config file's
         folder or the working directory."""
         module_name, _, name = spec.partition(":")
-        with _search_path(self.config_dir):
-            try:
-                module = importlib.import_module(module_name)
-            except Exception as error:  # the user's module: any error it raises on import
-                raise ConfigError(f"{what} {spec!r}: module {module_name!r} does not import "
-                                  f"({type(error).__name__}: {error}); put {module_name}.py "
-                                  f"beside the config file ({self.config_dir}) or in the "
-                                  "working directory") from error
+        module = self._module(module_name, f"{what} {spec!r}")
         function = getattr(module, name, None)
         if not callable(function):
             raise ConfigError(f"{what} {spec!r}: {module_name} has no function {name!r}."
                               f"{did_you_mean(name, dir(module))}")
         return function
+
+    def _module(self, module_name: str, what: str):
+        """The user's module ``module_name``, imported from the config file's folder or the
+        working directory."""
+        with _search_path(self.config_dir):
+            try:
+                return importlib.import_module(module_name)
+            except Exception as error:  # the user's module: any error it raises on import
+                raise ConfigError(f"{what}: module {module_name!r} does not import "
+                                  f"({type(error).__name__}: {error}); put {module_name}.py "
+                                  f"beside the config file ({self.config_dir}) or in the "
+                                  "working directory") from error
 
     def call(self, function, spec: str, what: str, *args, **kwargs):
         """``function(*args, **kwargs)``, the user's ``what`` function ``spec`` names, run
@@ -280,14 +291,28 @@ class RunConfig:
                 return model
             return build_model
         if str(self.model).endswith(".keras"):
-            path = self.resolve(self.model)
-            return engine_named(saved_by(path)).load_model(path)
+            return self._load_model_file(self.resolve(self.model))
         if not splits.classes:
             raise ConfigError(f"the built-in model {self.model!r} is sized from array data "
                               "with class labels (integers, or one-hot); for other data give "
                               "your own model (model: module:function)")
         return lambda seed: build(self.model, splits.input_shape, splits.classes, seed=seed,
                                   keras=self.keras)
+
+    def _load_model_file(self, path: Path):
+        """The model a ``.keras`` file holds; a class of the user's that no imported module
+        registers is named, with the config key that imports it."""
+        try:
+            return engine_named(saved_by(path)).load_model(path)
+        except (TypeError, ValueError) as error:
+            unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(error))
+            if not unknown:
+                raise
+            raise ConfigError(
+                f"model file {path} uses {unknown.group(1)!r}, which no imported module "
+                "registers: add `imports: [my_layers]` to the config, naming the module that "
+                f"defines it with @keras.saving.register_keras_serializable() (imported from "
+                f"{self.config_dir or '.'} or the working directory)") from error
 
     def rebuilder(self, splits: Splits, trial: int):
         """A function building trial ``trial``'s model with the ``model`` function (None for

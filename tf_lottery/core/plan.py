@@ -39,3 +39,9 @@ class RoundPlan:
     def round_at(self, step: int) -> int:
         """The round that trains after ``step`` steps of the run (the last never ends)."""
         return min(bisect.bisect_right(self.ends, step), self.schedule.rounds)
+
+
+def epoch_length(steps: int, steps_per_epoch: int) -> int:
+    """The longest epoch, of at most ``steps_per_epoch`` steps, of which ``steps`` are a
+    whole number (1 at worst)."""
+    return max(n for n in range(1, min(steps, steps_per_epoch) + 1) if steps % n == 0)

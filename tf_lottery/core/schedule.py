@@ -7,10 +7,12 @@ Engine-neutral: the tf_keras engine hands TF-MOT's wrappers an adapter of it
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from tf_lottery.foundations.checks import fraction, rate_table, whole_number
+from tf_lottery.foundations.errors import SettingTypeError
 
 
 @dataclasses.dataclass(frozen=True, eq=True)
@@ -106,3 +108,43 @@ class RewindingSchedule:
             config = config["config"]
         return cls(**config)
 
+
+def check_schedule(schedule) -> RewindingSchedule:
+    """``schedule`` if it is a RewindingSchedule; anything else is refused, a TF-MOT pruning
+    schedule with how its terms become a RewindingSchedule's (:func:`from_tfmot`)."""
+    if isinstance(schedule, RewindingSchedule):
+        return schedule
+    raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
+                           f"{type(schedule).__name__}. {from_tfmot(schedule)}")
+
+
+def from_tfmot(schedule) -> str:
+    """How the terms of ``schedule`` (a TF-MOT ``PolynomialDecay`` or ``ConstantSparsity``)
+    become ``RewindingSchedule(rounds, steps_per_round, prune_rate)``: IMP reaches a
+    sparsity in rounds of whole trainings, not gradually inside one. Anything else gets the
+    RewindingSchedule's terms.
+
+    Example::
+
+        from_tfmot(tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 1000))
+        # "... tfl.RewindingSchedule(rounds=10, steps_per_round=1000, prune_rate=0.206) ..."
+    """
+    terms = ("Pass schedule=tfl.RewindingSchedule(rounds, steps_per_round, prune_rate): "
+             "rounds + 1 trainings of steps_per_round steps each, every one but the last "
+             "followed by pruning prune_rate of the surviving weights, so the final sparsity "
+             "is 1 - (1 - prune_rate) ** rounds.")
+    if not type(schedule).__module__.startswith("tensorflow_model_optimization"):
+        return terms
+    name, config = type(schedule).__name__, schedule.get_config().get("config", {})
+    sparsity = config.get("final_sparsity", config.get("target_sparsity"))
+    if not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
+        return terms
+    rounds = max(1, round(math.log(1 - sparsity) / math.log(0.8)))  # near 20% per round
+    rate = 1 - (1 - sparsity) ** (1 / rounds)
+    end = config.get("end_step", -1)
+    steps = end if isinstance(end, int) and end > 0 else "<the steps of one full training>"
+    return (f"TF-MOT's {name} reaches sparsity {sparsity} inside one training; IMP reaches "
+            f"it in rounds, each a whole training from the rewind point. {terms} "
+            f"Sparsity {sparsity} in {rounds} rounds: tfl.RewindingSchedule(rounds={rounds}, "
+            f"steps_per_round={steps}, prune_rate={rate:.3f}) (steps_per_round: the steps one "
+            "training takes, TF-MOT's end_step; begin_step and frequency have no counterpart).")

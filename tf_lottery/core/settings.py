@@ -20,6 +20,7 @@ from typing import Union
 from tf_lottery.core.masks import CRITERIA, SCOPES
 from tf_lottery.core.rewind_policy import RewindPolicy, policy_for
 from tf_lottery.foundations.checks import names, one_of, whole_number
+from tf_lottery.foundations.errors import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,8 @@ class ImpSettings:
       criterion: a registered criterion (:data:`tf_lottery.core.masks.CRITERIA`): "magnitude",
         "magnitude_increase", or "random" (random pruning, a control).
       block_size: prune blocks of this many weights along a kernel's input dimension
-        (4 for float TFLite, 16 for int8) instead of single weights.
+        (4 for float TFLite, 16 for int8) instead of single weights; TF-MOT's
+        ``block_size=(n, 1)`` of a Dense kernel is n.
       exclude: names of layers to leave dense (their weights are still rewound).
       prunable: weight paths (``fnmatch`` patterns such as ``"block/*"``) to prune besides
         the default kernels; Keras 3 models only.
@@ -53,6 +55,8 @@ class ImpSettings:
         object.__setattr__(self, "rewind_to", policy.value)
         one_of(self.scope, "scope", SCOPES)
         one_of(self.criterion, "criterion", CRITERIA)
+        if isinstance(self.block_size, (tuple, list)):  # TF-MOT's (rows, columns)
+            object.__setattr__(self, "block_size", _tfmot_block_size(tuple(self.block_size)))
         object.__setattr__(self, "block_size", whole_number(self.block_size, "block_size"))
         object.__setattr__(self, "exclude", names(self.exclude, "exclude"))
         object.__setattr__(self, "prunable", names(self.prunable, "prunable"))
@@ -66,3 +70,18 @@ class ImpSettings:
     def to_config(self) -> dict:
         return dataclasses.asdict(self) | {"exclude": list(self.exclude),
                                            "prunable": list(self.prunable)}
+
+
+def _tfmot_block_size(value: tuple) -> int:
+    """TF-MOT's (rows, columns) blocks of a Dense kernel as a block_size: (n, 1) is n (n
+    inputs of one output); any other pair is refused with the number to pass."""
+    if len(value) == 2 and value[1] == 1:
+        return value[0]  # checked as a whole number next
+    sizes = [n for n in value if isinstance(n, int) and not isinstance(n, bool) and n >= 1]
+    length = max(sizes) if len(sizes) == len(value) == 2 else 4
+    raise SettingError(
+        f"block_size must be a whole number >= 1, got {value!r}: TF-MOT's (rows, columns) "
+        "of a Dense kernel. tf_lottery prunes blocks of block_size weights along a kernel's "
+        f"input dimension (a Dense kernel's rows: TF-MOT's ({length}, 1), the 1x{length} "
+        f"blocks TFLite's sparse kernels run; TF-MOT's (1, {length}) blocks {length} outputs "
+        f"instead). Pass block_size={length}.")

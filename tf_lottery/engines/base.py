@@ -34,8 +34,9 @@ What an engine provides:
   ``deserialize``, ``load_model``, ``custom_object_scope``;
 - architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
   (a copy with every initializer drawn again: the random-reinit control);
-- export: ``io_counts``, ``input_spec``, ``save_serving``, ``check_tflite``,
-  ``tflite_converter``.
+- export: ``io_counts``, ``input_spec``, ``input_range``, ``save_serving``, ``check_tflite``,
+  ``tflite_converter``, and what TFLite is known to fail on: ``looping_recurrent_layers``,
+  ``half_precision_layers``.
 
 Weights and masks are read with ``variable.numpy()`` and written with
 ``variable.assign(array)`` between steps, which both Kerases support on every backend.
@@ -46,7 +47,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import itertools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -261,6 +262,8 @@ class Engine(abc.ABC):
     def _from_identifier(self, identifier, what: str, module_name: str):
         module = getattr(self.keras, module_name)
         if isinstance(identifier, (str, dict)):
+            if isinstance(identifier, dict):
+                identifier = self._identifier_dict(identifier, what)
             try:
                 return module.get(identifier)
             except (ValueError, TypeError) as error:
@@ -268,13 +271,34 @@ class Engine(abc.ABC):
                     if isinstance(identifier, dict) else identifier
                 raise SettingError(f"{what} {name!r} is not a {self.package} {what} "
                                    f"({error})") from error
+        family = keras_family(identifier)
+        if family is None and (what == "optimizer" or not callable(identifier)):
+            raise SettingTypeError(f"the {what} must be a name, a mapping {{class_name: ..., "
+                                   f"config: {{...}}}} or an object of {self.package}."
+                                   f"{module_name}, got {type(identifier).__name__} "
+                                   f"{identifier!r}")
         allowed = (self.name,) if what == "optimizer" else (None, self.name)  # or a function
-        if keras_family(identifier) not in allowed:
+        if family not in allowed:
             raise SettingTypeError(
                 f"the {what} {type(identifier).__name__} belongs to another Keras than the "
                 f"{self.name} model; use a {what} of {self.package}.{module_name}")
         get_config = getattr(identifier, "get_config", None)
         return type(identifier).from_config(get_config()) if get_config else identifier
+
+    def _identifier_dict(self, identifier: dict, what: str) -> dict:
+        """``{"class_name": name, "config": {...}}`` (config optional) checked, as this
+        Keras reads it."""
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+        extra = set(identifier) - {"class_name", "config", "module", "registered_name"}
+        if not isinstance(name, str) or not isinstance(config, dict) or extra:
+            raise SettingError(f"the {what}, given as a mapping, takes class_name (its name) and "
+                               f"config (a mapping of its arguments), e.g. {{class_name: "
+                               f"adam, config: {{use_ema: true}}}}; got {identifier!r}")
+        return {**identifier, "config": self._identifier_config(config, what)}
+
+    def _identifier_config(self, config: dict, what: str) -> dict:
+        """The ``config`` of a ``what`` given as a mapping, as this Keras's ``get`` reads it."""
+        return config
 
     def serialize(self, obj):
         """A Keras object as a JSON-able config (a name stays a name)."""
@@ -303,6 +327,48 @@ class Engine(abc.ABC):
         tensor = model.inputs[0]
         dtype = getattr(tensor.dtype, "as_numpy_dtype", tensor.dtype)
         return tuple(tensor.shape[1:]), np.dtype(dtype)
+
+    def input_range(self, model) -> Optional[int]:
+        """How many values ``model``'s input may take, where its layers say so: the least
+        ``input_dim`` of the Embedding layers the input goes into (nested models
+        descended); None where no Embedding takes it (or no graph shows what does)."""
+        try:
+            consumers = self._consumers(model, model.inputs[0])
+        except (AttributeError, ValueError):  # a subclassed model: no graph to follow
+            return None
+        return min((layer.input_dim for layer in consumers
+                    if isinstance(layer, self.keras.layers.Embedding)), default=None)
+
+    def _consumers(self, model, tensor) -> list:
+        """The layers of ``model`` that ``tensor`` goes into, through nested models."""
+        found = []
+        for layer in model.layers:
+            if any(any(t is tensor for t in self.node_inputs(node))
+                   for node in layer._inbound_nodes):
+                found += self._consumers(layer, layer.inputs[0]) \
+                    if isinstance(layer, self.keras.Model) else [layer]
+        return found
+
+    def node_inputs(self, node) -> list:
+        """The Keras tensors a call (a node of a functional graph) took."""
+        return list(node.input_tensors)
+
+    def looping_recurrent_layers(self, model) -> list:
+        """The names of the recurrent layers that loop over time steps (not ``unroll=True``)
+        in a model whose batch size is not fixed at 1: TFLite's converter cannot size their
+        loop over a batch of unknown size, and a TFLite export runs one input at a time."""
+        try:
+            batch = model.inputs[0].shape[0]
+        except (AttributeError, IndexError, TypeError):  # a subclassed model: not fixed
+            batch = None
+        return [] if batch == 1 else [
+            layer.name for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, self.keras.layers.RNN) and not layer.unroll]
+
+    def half_precision_layers(self, model) -> list:
+        """The names of the layers computing in float16 or bfloat16 (mixed precision)."""
+        return [layer.name for layer in model._flatten_layers(include_self=False)
+                if layer.compute_dtype in ("float16", "bfloat16")]
 
     @abc.abstractmethod
     def save_serving(self, model, path) -> None:

@@ -129,6 +129,16 @@ class Keras3LotteryModel(LotteryModel, keras.Model):
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
+    def save(self, filepath, *args, **kwargs):
+        """Keras's ``save``; ``.h5`` (Keras 3's legacy format, which cannot hold the masks)
+        is refused before anything is written."""
+        if str(filepath).endswith((".h5", ".hdf5")):
+            raise SettingError(
+                f"a Keras 3 LotteryModel saves as .keras, not {Path(filepath).name}: Keras 3 "
+                "writes .h5 in its legacy format, which cannot hold the masks and rounds. Save "
+                f"it as {Path(filepath).stem}.keras, or its ticket (tfl.strip_pruning) as .h5")
+        return super().save(filepath, *args, **kwargs)
+
     # --- the network compiles and steps itself ------------------------------------------
 
     def compile(self, *args, **kwargs):
@@ -442,9 +452,15 @@ class Keras3Engine(Engine):
         model.export(str(path), format="tf_saved_model", verbose=False)
 
     def tflite_converter(self, model, workdir):
-        """Through a quiet SavedModel export (``from_keras_model`` prints the signature)."""
+        """Through a quiet SavedModel export (``from_keras_model`` prints the signature), at
+        batch size 1 where the input fixes it so: Keras's export drops a fixed batch size,
+        and TFLite needs it to size a recurrent layer's loop."""
         path = Path(workdir) / "saved_model"
-        self.save_serving(model, path)
+        inputs = getattr(model, "inputs", None)
+        single = inputs and len(inputs) == 1 and inputs[0].shape[0] == 1
+        model.export(str(path), format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec(inputs[0].shape, inputs[0].dtype)]
+                     if single else None)
         return tf.lite.TFLiteConverter.from_saved_model(str(path))
 
     def clone(self, model):

@@ -14,8 +14,10 @@ import math
 from pathlib import Path
 
 from tf_lottery.core.masks import Masks, masked
+from tf_lottery.core.plan import epoch_length
 from tf_lottery.engines.callbacks import Callback
 from tf_lottery.engines.registry import keras_family
+from tf_lottery.foundations.checks import whole_number
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
 
@@ -96,6 +98,33 @@ class LotteryModel:
         """Optimizer steps of all rounds: ``schedule.total_steps``, less under late
         rewinding, whose rounds after the first train from step k to ``steps_per_round``."""
         return self.driver.plan.total_steps
+
+    def epochs(self, steps_per_epoch: int) -> int:
+        """The epochs of ``steps_per_epoch`` optimizer steps (batches, or batches per
+        ``gradient_accumulation_steps``) that train the steps left, every round the final
+        one included, exactly. When no whole number of them does, refused with the fit that
+        does (on a repeated dataset).
+
+        Example::
+
+            pruned.fit(train, epochs=pruned.epochs(len(train)))
+        """
+        steps_per_epoch = whole_number(steps_per_epoch, "steps_per_epoch")
+        left = max(0, self.total_steps - self.imp_step)
+        if left % steps_per_epoch == 0:
+            return left // steps_per_epoch
+        fewer, length = left // steps_per_epoch, epoch_length(left, steps_per_epoch)
+        optimizer = getattr(self, "optimizer", None)
+        batches = length * (self.engine.batches_per_step(optimizer) if optimizer else 1)
+        raise SettingError(
+            f"the rounds have {left} steps left, not a whole number of epochs of "
+            f"{steps_per_epoch} steps: {fewer} epochs would stop "
+            f"{left - fewer * steps_per_epoch} steps before the final round ends (it would be "
+            "missing from pruned.rounds), "
+            f"{fewer + 1} would train it {(fewer + 1) * steps_per_epoch - left} steps longer "
+            f"than the others. Fit epochs of {length} steps on a repeated dataset: "
+            f"pruned.fit(train.repeat(), epochs={left // length}, steps_per_epoch={batches}), "
+            "or choose a steps_per_round whose rounds fill whole epochs.")
 
     @property
     def masks(self) -> Masks:

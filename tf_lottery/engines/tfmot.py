@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import inspect
 import os
 
@@ -39,6 +40,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: 
     prune_registry,
     pruning_wrapper,
 )
+from tf_keras.src.engine import functional  # noqa: E402
 
 from tf_lottery.core.masks import masked  # noqa: E402
 from tf_lottery.core.schedule import RewindingSchedule  # noqa: E402
@@ -151,7 +153,15 @@ class PruneLowMagnitude(_TFMOTPruneLowMagnitude):
 
 
 class TfKerasLotteryModel(LotteryModel, keras.Model):
-    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds."""
+    """A functional tf_keras model with TF-MOT wrappers whose ``fit`` runs IMP rounds.
+
+    Its constructor is not Functional's, so tf_keras's ``clone_model`` with a clone
+    function (TF-MOT's ``strip_pruning``) makes a plain Model, whose files load without
+    tf_lottery; its config is a Functional one all the same.
+    """
+
+    def __init__(self, *args, **kwargs):  # not Functional's signature: see above
+        super().__init__(*args, **kwargs)
 
     def guard_wrappers(self) -> None:
         """Give every wrapper this model's :class:`TrainingGuard` to check."""
@@ -167,7 +177,9 @@ class TfKerasLotteryModel(LotteryModel, keras.Model):
         return logs
 
     def get_config(self):
-        return dict(super().get_config(), **self.lottery_config())
+        config = {"name": self.name, "trainable": self.trainable}
+        return dict(copy.deepcopy(functional.get_network_config(self, config=config)),
+                    **self.lottery_config())
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -189,6 +201,11 @@ class TfKerasEngine(Engine):
     name = "tf_keras"
     keras = keras
     lottery_model = TfKerasLotteryModel
+
+    def _identifier_config(self, config: dict, what: str) -> dict:
+        # tf_keras reads an optimizer mapping without this key as its legacy optimizer
+        # (no use_ema, no weight_decay); a name gives the current one
+        return {"is_legacy_optimizer": False, **config} if what == "optimizer" else config
 
     def check_model(self, model) -> None:
         if not isinstance(model, keras.Model):
@@ -330,6 +347,9 @@ class TfKerasEngine(Engine):
 
     def steps_per_execution(self, model) -> int:
         return int(model._steps_per_execution.numpy())
+
+    def node_inputs(self, node) -> list:
+        return list(node.keras_inputs)
 
     def save_serving(self, model, path) -> None:
         model.save(path, save_format="tf", include_optimizer=False)

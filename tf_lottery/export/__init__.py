@@ -47,7 +47,9 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
 
     A combination LiteRT cannot run (unstructured sparse int8, sparse dynamic range) or
     that would lose weights (a partial last block) raises ExportError naming the fix and
-    leaves no file; it never falls back to another encoding on its own.
+    leaves no file; it never falls back to another encoding on its own. A model TFLite
+    fails on for a known cause (a recurrent layer looping over a batch of unknown size,
+    float16 layers) gets that cause's fix instead.
 
     Args:
       model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
@@ -56,7 +58,7 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
         ``saved_models/<model name>_<sparse|dense>_<float32|dynamic|int8>.tflite`` in the
         working directory).
       test_data: ``(x, y)`` or ``x`` to verify on and measure accuracy with; default: the
-        representative data, else uniform random inputs in [0, 1).
+        representative data, else random inputs (see ``export_saved_model``).
       verbose: print the report.
       **options: :class:`~tf_lottery.export.tflite.TFLiteFormat`'s: ``quantize`` (None:
         float32, "dynamic": int8 weights and float activations, "int8": full integer, int8
@@ -88,7 +90,9 @@ def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True
       path: a directory that does not exist yet (default ``saved_models/<model name>`` in
         the working directory).
       test_data: ``(x, y)`` or ``x`` to verify on (and measure accuracy with, given ``y``);
-        default: uniform random inputs in [0, 1).
+        default: ``RANDOM_SAMPLES`` random inputs: token ids below the least ``input_dim``
+        of the Embeddings the input feeds, 0s and 1s for another integer input (the
+        report's ``verified_on`` calls that a weak check), else uniform in [0, 1).
       verbose: print the report.
 
     Example::

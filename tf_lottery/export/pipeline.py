@@ -37,7 +37,8 @@ from tf_lottery.foundations.errors import (
 )
 
 SAVED_MODELS_DIR = Path("saved_models")  # exports without a path: under the working directory
-RANDOM_SAMPLES = 64         # uniform [0, 1) inputs verified when no data is given
+RANDOM_SAMPLES = 64         # random inputs verified when no data is given
+_UNKNOWN_RANGE = 2          # an integer input of unknown range is drawn from [0, 2)
 FLOAT_TOLERANCE = 1e-4      # max |export - Keras| of a float export, relative to max |Keras|
 _REGRESSION_TOLERANCE = 0.05  # a quantized single-output export agrees within 5% of the range
 
@@ -168,7 +169,7 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
     fmt = FORMATS[format].with_options(**options)
     exported = ExportedModel(model)
     fmt.prepare(exported)
-    x, y = _verification_data(exported, test_data, fmt.verification_inputs())
+    x, y, verified_on = _verification_data(exported, test_data, fmt.verification_inputs())
     path = _target(path, fmt.default_name(exported))
     fmt.check(exported, path)
     expected = exported.predict(x)
@@ -181,7 +182,8 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
             path=str(path), format=fmt.label, encoding=encoding, size_bytes=_size(staged),
             gzip_bytes=_gzip_size(staged), weights_kept=exported.kept.fraction_kept(),
             layer_sparsity=exported.kept.sparsity(), kernel_block=exported.block(),
-            samples=len(outputs), agreement=agreement(outputs, expected),
+            samples=len(outputs), verified_on=verified_on,
+            agreement=agreement(outputs, expected),
             max_abs_diff=float(np.max(np.abs(outputs - expected))),
             keras_accuracy=accuracy(expected, y), exported_accuracy=accuracy(outputs, y),
             **measured)
@@ -217,12 +219,34 @@ def split_data(exported: ExportedModel, data, what: str):
 
 
 def _verification_data(exported: ExportedModel, test_data, fallback):
+    """Inputs and labels (or None) to verify on, and what they are (``verified_on``)."""
     if test_data is not None:
-        return split_data(exported, test_data, "test_data")
+        return *split_data(exported, test_data, "test_data"), "test_data"
     if fallback is not None:
-        return fallback, None
+        return fallback, None, "representative_data"
+    x, verified_on = _random_inputs(exported)
+    return x, None, verified_on
+
+
+def _random_inputs(exported: ExportedModel) -> tuple:
+    """RANDOM_SAMPLES inputs the model takes, and what they are: integers below the input's
+    range (an Embedding's ``input_dim``); where an integer input's range is unknown, 0 and 1
+    (a weak check, and the report says so); else uniform in [0, 1)."""
     shape = (RANDOM_SAMPLES,) + tuple(exported.input_shape)
-    return np.random.default_rng(0).random(shape).astype(exported.input_dtype), None
+    if None in shape:
+        raise SettingError(f"the model's input has shape (N, {', '.join(map(str, shape[1:]))})"
+                           ", with a dimension of no fixed size, so no random inputs can be "
+                           "drawn to verify the export on: pass test_data")
+    rng, dtype = np.random.default_rng(0), exported.input_dtype
+    bound = exported.engine.input_range(exported.model)
+    if bound is not None:
+        return (rng.integers(0, bound, shape).astype(dtype),
+                f"random integers in [0, {bound}), the input_dim of the Embedding it feeds")
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        return (rng.integers(0, _UNKNOWN_RANGE, shape).astype(dtype),
+                f"random integers in [0, {_UNKNOWN_RANGE}): a weak check, the model's integer "
+                "input feeds no Embedding, so its valid range is unknown; pass test_data")
+    return rng.random(shape).astype(dtype), "random inputs in [0, 1)"
 
 
 def _target(path, default_name: str) -> Path:

@@ -23,7 +23,10 @@ class ExportReport:
     thread. ``weights_kept`` and ``layer_sparsity`` count the nonzero kernels of the
     prunable layers; ``kernel_block`` is the largest TFLite block size (16, 4, else 1) in
     which every kernel's zeros come. ``agreement`` is the fraction of the ``samples``
-    verification inputs on which the export's arg-max output equals the Keras model's.
+    verification inputs on which the export's arg-max output equals the Keras model's;
+    ``verified_on`` says what those inputs were (``test_data``, ``representative_data`` or
+    which random inputs; "a weak check" where the valid range of an integer input is
+    unknown).
     The latency and ``dense_*`` fields (the dense float32 TFLite of the same model) are
     None for a SavedModel; the accuracies are None without labels.
 
@@ -42,6 +45,7 @@ class ExportReport:
     layer_sparsity: dict
     kernel_block: int
     samples: int
+    verified_on: str
     agreement: float
     max_abs_diff: float
     keras_accuracy: Optional[float] = None
@@ -79,8 +83,8 @@ class ExportReport:
             lines.append(f"  vs the dense float32 TFLite: {self.size_reduction:.1f}x smaller, "
                          f"{self.latency_ms:.4f} ms vs {self.dense_latency_ms:.4f} ms per image "
                          f"({self.speedup:.1f}x faster, batch 1, one thread)")
-        lines.append(f"  agrees with Keras on {self.agreement:.2%} of {self.samples} inputs, "
-                     f"max |difference| {self.max_abs_diff:.3g}")
+        lines.append(f"  agrees with Keras on {self.agreement:.2%} of {self.samples} inputs "
+                     f"({self.verified_on}), max |difference| {self.max_abs_diff:.3g}")
         if self.keras_accuracy is not None:
             lines.append(f"  test accuracy: Keras {self.keras_accuracy:.2%}, "
                          f"{self.format} {self.exported_accuracy:.2%}")

@@ -19,6 +19,7 @@ benchmarks/export_size_latency.py):
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 import time
 import warnings
@@ -117,23 +118,56 @@ class TFLiteFormat(ExportFormat):
                          "dense_size_bytes": len(dense)}
 
     def fix(self, exported: ExportedModel) -> str:
-        """How to get an export that runs, for an encoding LiteRT failed on."""
-        quantize, sparse = self.quantize, self.sparse
-        block = exported.block()
+        """How to get an export that runs: the known cause in the model where there is one
+        (a recurrent loop, float16 layers), else by encoding; sparse=False only where it
+        was not already passed."""
+        known = _known_causes(exported)
+        if known:
+            return known
+        quantize, sparse, block = self.quantize, self.sparse, exported.block()
+        dense = f", or {_DENSE_FORMAT}" if sparse else ""
         if sparse and quantize == "dynamic":
             return ("Sparse dynamic-range int8 does not run correctly under XNNPACK, LiteRT's "
                     "default CPU delegate: export full-integer int8 (quantize='int8' with "
-                    f"representative_data) from a block_size=16 ticket, or {_DENSE_FORMAT}. ")
+                    f"representative_data) from a block_size=16 ticket{dense}. ")
         if sparse and quantize == "int8" and block < 16:
             ticket = ("Unstructured sparse int8 cannot run" if block == 1
                       else "Sparse int8 in 1x4 blocks does not run reliably")
             return (f"{ticket} under XNNPACK, LiteRT's default CPU delegate: its sparse int8 "
                     "kernels take 1x16 blocks along the input dimension. Prune with "
-                    f"block_size=16, export float (quantize=None), or {_DENSE_FORMAT}. ")
-        if quantize:
+                    f"block_size=16, export float (quantize=None){dense}. ")
+        if quantize == "int8":
             return ("Calibrate with representative_data drawn from the training inputs, "
-                    f"export float (quantize=None), or {_DENSE_FORMAT}. ")
+                    f"export float (quantize=None){dense}. ")
+        if quantize:
+            return f"Export float (quantize=None) or full-integer int8{dense}. "
         return "Export with sparse=False. " if sparse else ""
+
+
+def _known_causes(exported: ExportedModel) -> str:
+    """The fix for what of the model TFLite is known to fail on, or "" (see the engine's
+    ``looping_recurrent_layers`` and ``half_precision_layers``)."""
+    engine, model = exported.engine, exported.model
+    causes = []
+    looping = engine.looping_recurrent_layers(model)
+    if looping:
+        causes.append(f"TFLite sizes the loop of the recurrent {_layers(looping)} only for a "
+                      "fixed batch size: give the model's Input batch_size=1 (the export runs "
+                      "one input at a time) or build the layer with unroll=True.")
+    half = engine.half_precision_layers(model)
+    if half:
+        causes.append(f"TFLite's kernels do not take the float16 computation (a mixed-"
+                      f"precision policy) of {_layers(half)}: build the model again after "
+                      "mixed_precision.set_global_policy('float32'), copy the weights in "
+                      "(set_weights) and export that.")
+    return " ".join(causes + ["Or export a SavedModel (export_saved_model), which takes the "
+                              "model as it is. "]) if causes else ""
+
+
+def _layers(names: list, shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"layer{'s' if len(names) > 1 else ''} {', '.join(map(repr, names[:shown]))}"
+            f"{more}")
 
 
 def _check_whole_blocks(exported: ExportedModel, size: int, encoding: str, path) -> None:
@@ -182,7 +216,7 @@ def _run_converter(converter, name: str, quantize, calibration, sparse: bool,
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError and plain RuntimeErrors
         raise ExportError(f"TFLiteConverter could not convert {name!r} to {encoding}: "
-                          f"{_first_line(error)}.") from error
+                          f"{_converter_error(error)}.") from error
 
 
 class LiteRT:
@@ -234,6 +268,13 @@ class LiteRT:
 def _first_line(error) -> str:
     text = str(error).strip()
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
+def _converter_error(error) -> str:
+    """The converter's first line without MLIR's locations (``<unknown>:0: error:
+    loc(callsite(...)): ``), which name graph nodes, not what went wrong."""
+    return re.sub(r"\s*(<[^>]*>|/\S*?):\d+(:\d+)?: error: (loc\(.*?\)+: )?", " ",
+                  _first_line(error)).strip()
 
 
 def _median_latencies(models, sample, runs: int) -> list:

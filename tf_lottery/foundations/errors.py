@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+
 
 class TfLotteryError(Exception):
     """Base class of the errors tf_lottery raises on purpose (bad input, damaged files, ...)."""
@@ -71,10 +73,20 @@ class UserCodeError(TfLotteryError, RuntimeError):
     frames = ""
 
 
+# Lines that frame an error's message but never say what went wrong: TensorFlow's graph
+# errors (tracebacks, node names) and Keras's report of an error raised in a layer's call
+# (its "Exception encountered when calling" header and the call's arguments, one per "•").
+_FRAMING = ("File ", "[[", "Graph execution error", "Detected at node", "Traceback",
+            "in user code:", "Exception encountered when calling", "Arguments received by",
+            "Call arguments received by", "•")
+
+
 def reason(error, limit: int = 300) -> str:
     """The line of ``error``'s message that says what went wrong (TensorFlow's graph errors
-    bury it under tracebacks and node names)."""
-    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
-    useful = [line for line in lines if line and not line.startswith(
-        ("File ", "[[", "Graph execution error", "Detected at node", "Traceback"))]
+    bury it under tracebacks and node names, Keras's under the call's arguments and in
+    terminal bold)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(error, "message", error)))
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not re.sub(
+        r"^\w+(Error|Exception): ", "", line).startswith(_FRAMING)]
     return (useful[-1] if useful else type(error).__name__)[:limit]

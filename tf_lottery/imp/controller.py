@@ -15,6 +15,7 @@ or the late-rewinding capture falls inside an epoch (:meth:`RoundController.batc
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +65,7 @@ class RoundController(Callback, RoundDriver):
         self._epoch_start = 0
         self.optimizer = self.engine = None  # what trains the model (set by begin)
         self._optimizer_reset = None
+        self._warned = set()  # the uneven fit ends warned of: overran or not
         self.points = RewindPoints(self.checkpoint_dir, settings.policy)
 
     @property
@@ -217,6 +219,30 @@ class RoundController(Callback, RoundDriver):
 
     def on_train_end(self, logs=None):
         self.end(logs)
+        self._warn_uneven_fit()
+
+    def _warn_uneven_fit(self) -> None:
+        """Warn (once for a round cut short, once for an overrun) when the fit ended inside
+        a round or trained the final round longer than the others: name the exact epochs."""
+        step, ends = self.step, self.plan.ends
+        overran = step > ends[-1]
+        if step == 0 or step in ends or overran in self._warned:
+            return
+        self._warned.add(overran)
+        batches = (self.params or {}).get("steps")
+        per_epoch = batches // self.engine.batches_per_step(self.optimizer) if batches else 0
+        if overran:
+            what = (f"the fit trained the final round {step - ends[-1]} steps longer than the "
+                    f"others: it ended at step {step}, the rounds at step {ends[-1]}")
+        else:
+            start = ends[self.round - 1] if self.round else 0
+            what = (f"the fit ended at step {step}, inside round {self.round}, which trained "
+                    f"{step - start} of its {ends[self.round] - start} steps (it is missing "
+                    "from pruned.rounds until a fit completes it)")
+        per_epoch = per_epoch or "steps_per_epoch"
+        warnings.warn(f"{what}. Asked before a fit, pruned.epochs({per_epoch}) gives the epochs "
+                      f"of {per_epoch} steps that train every round in full (where none do, "
+                      "the fit that does).", stacklevel=2)
 
     # --- a round boundary ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Optional
 
-from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.schedule import RewindingSchedule, check_schedule, from_tfmot
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import LotteryModel, engine_for
 from tf_lottery.foundations.checks import did_you_mean
@@ -25,7 +25,7 @@ from tf_lottery.imp.controller import RoundController
 from tf_lottery.imp.rewind import save_rewind_point
 
 
-def prune_with_rewinding(model, schedule: RewindingSchedule, *,
+def prune_with_rewinding(model, schedule: Optional[RewindingSchedule] = None, *,
                          checkpoint_dir: Optional[str] = None, **settings) -> LotteryModel:
     """Wrap ``model`` for iterative magnitude pruning with rewinding; fit it to run the rounds.
 
@@ -36,7 +36,8 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *,
     Args:
       model: a built Keras 3 model (Sequential, functional or subclassed), or a built
         Sequential or functional tf_keras model.
-      schedule: the rounds, their length in steps and the prune rates.
+      schedule: the rounds, their length in steps and the prune rates (a TF-MOT
+        ``pruning_schedule`` is refused with the RewindingSchedule it maps to).
       checkpoint_dir: where the rewind checkpoints go; must not hold one already.
       **settings: the :class:`~tf_lottery.ImpSettings`: ``rewind_to`` (0 / "init", an
         iteration k, "lr", None), ``scope`` ("layer", "global"), ``criterion``
@@ -48,9 +49,12 @@ def prune_with_rewinding(model, schedule: RewindingSchedule, *,
         schedule = tfl.RewindingSchedule(rounds=3, steps_per_round=1000, prune_rate=0.2)
         pruned = tfl.prune_with_rewinding(model, schedule, rewind_to="lr")
         pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        pruned.fit(train, epochs=pruned.total_steps // steps_per_epoch)
+        pruned.fit(train, epochs=pruned.epochs(steps_per_epoch))
         ticket = tfl.strip_pruning(pruned)
     """
+    if "pruning_schedule" in settings:  # TF-MOT's `prune_low_magnitude(**pruning_params)`
+        raise SettingTypeError("prune_with_rewinding takes schedule=, not TF-MOT's "
+                               f"pruning_schedule=. {from_tfmot(settings['pruning_schedule'])}")
     (settings,) = split_options(settings, ImpSettings, what="IMP setting")
     lottery = prepare(model, schedule, settings)
     checkpoint_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="tf_lottery_"))
@@ -68,9 +72,7 @@ def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> Lotter
     itself. Nothing is written."""
     engine = engine_for(model)
     engine.check_model(model)
-    if not isinstance(schedule, RewindingSchedule):
-        raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
-                               f"{type(schedule).__name__}")
+    check_schedule(schedule)
     if settings.policy.rewinds_weights and settings.rewind_to >= schedule.steps_per_round:
         raise SettingError(
             f"rewind_to={settings.rewind_to} lies beyond the first round "

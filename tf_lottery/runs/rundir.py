@@ -52,20 +52,26 @@ from tf_lottery.core.masks import Masks
 from tf_lottery.imp.rewind import RewindPoint
 
 
-def config_differences(old, new, prefix=""):
-    """Human-readable 'key: old -> new' lines for two JSON-like values."""
+def config_differences(old, new, path: str = "") -> list[str]:
+    """Human-readable ``path: old in the run directory, new now`` lines for two JSON-like
+    values, one per differing leaf: a changed layer shows as its path in the model
+    (``model.config.layers.1.config.units: 300 ... 100 now``). Lists of other lengths show
+    their first differing item and both lengths."""
     if isinstance(old, dict) and isinstance(new, dict):
-        lines = []
-        for key in sorted(set(old) | set(new), key=str):
-            lines += config_differences(old.get(key, "<absent>"), new.get(key, "<absent>"),
-                                        f"{prefix}{key}.")
-        return lines
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [line for i, (a, b) in enumerate(zip(old, new))
-                for line in config_differences(a, b, f"{prefix}{i}.")]
+        return [line for key in sorted(set(old) | set(new), key=str)
+                for line in config_differences(old.get(key, "<absent>"),
+                                               new.get(key, "<absent>"), f"{path}{key}.")]
+    if isinstance(old, list) and isinstance(new, list):
+        pairs = [config_differences(a, b, f"{path}{i}.")
+                 for i, (a, b) in enumerate(zip(old, new))]
+        if len(old) == len(new):
+            return [line for lines in pairs for line in lines]
+        first = next((lines for lines in pairs if lines), [])
+        return first + [f"{path.rstrip('.')}: {len(old)} items in the run directory, "
+                        f"{len(new)} now"]
     if old != new:
-        shown = [json.dumps(v)[:80] for v in (old, new)]
-        return [f"{prefix.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
+        shown = _where_they_part(json.dumps(old), json.dumps(new))
+        return [f"{path.rstrip('.')}: {shown[0]} in the run directory, {shown[1]} now"]
     return []
 
 
@@ -79,6 +85,16 @@ def rounds_committed(done: int, planned: int) -> str:
     """How far a trial is: 'rounds 0-K of R committed' (R rounds planned, 0 to R-1)."""
     rounds = "no round" if done == 0 else "round 0" if done == 1 else f"rounds 0-{done - 1}"
     return f"{rounds} of {planned} committed"
+
+
+def _where_they_part(old: str, new: str, width: int = 80) -> tuple[str, str]:
+    """``old`` and ``new`` cut to ``width`` characters around where they first differ."""
+    if len(old) <= width and len(new) <= width:
+        return old, new
+    start = max(0, next((i for i, (a, b) in enumerate(zip(old, new)) if a != b),
+                        min(len(old), len(new))) - 20)
+    return tuple(("..." if start else "") + text[start:start + width] +
+                 ("..." if len(text) > start + width else "") for text in (old, new))
 
 
 class RoundFiles:
@@ -181,13 +197,18 @@ class RunDirectory:
     CONFIG = "config.json"
     MODEL = "model.json"
 
-    def adopt(self, config: dict, files: dict) -> None:
+    def adopt(self, config: dict, files: dict, resolved: tuple = ()) -> None:
         """Record ``config`` and ``files`` (name -> text) in a new directory, with their
         checksums; or, in one holding a search, check that its files are intact and its
-        config equals ``config``."""
+        config equals ``config``. The ``resolved`` keys hold values the search worked out
+        (a ``steps_per_execution`` of "auto"): their differences are listed only when
+        nothing the user set differs."""
         if (self.path / self.CONFIG).is_file():
             verify(self.path, complete=False)
             differences = config_differences(self.config(), json.loads(to_json(config)))
+            set_by_user = [line for line in differences
+                           if line.partition(":")[0].partition(".")[0] not in resolved]
+            differences = set_by_user or differences
             if differences:
                 raise RunDirectoryError(
                     f"{self.path} holds a search with another config; resuming it with this "

@@ -6,12 +6,17 @@ import json
 import zipfile
 from pathlib import Path
 
+import h5py
+
 from tf_lottery.engines import engine_named
 from tf_lottery.foundations.errors import SettingError
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file (.h5)
+
 
 def custom_object_scope():
-    """A tf_keras scope in which saved tf_keras LotteryModels (``.keras``, SavedModel) load.
+    """A tf_keras scope in which saved tf_keras LotteryModels (``.keras``, ``.h5``,
+    SavedModel) load.
 
     TF-MOT's own ``prune_scope()`` turns a custom schedule into a string; under this scope
     each wrapper gets its RewindingSchedule back, and a LotteryModel its rounds. (Keras 3
@@ -27,17 +32,27 @@ def custom_object_scope():
 
 
 def saved_by(path) -> str:
-    """The engine that saved the model at ``path``: a ``.keras`` file names its Keras
-    version; a SavedModel directory is tf_keras's."""
+    """The engine that saved the model at ``path``: a ``.keras`` or ``.h5`` file names its
+    Keras version; a SavedModel directory is tf_keras's."""
     path = Path(path)
     if path.is_dir():
         return "tf_keras"
-    if not zipfile.is_zipfile(path):
-        raise SettingError(f"{path} is not a saved Keras model (a .keras file or a "
+    if path.is_file() and _first_bytes(path) == _HDF5_SIGNATURE:
+        with h5py.File(path, "r") as file:
+            version = file.attrs.get("keras_version", b"")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            version = str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
+    else:
+        raise SettingError(f"{path} is not a saved Keras model (a .keras or .h5 file, or a "
                            "SavedModel directory)")
-    with zipfile.ZipFile(path) as archive:
-        metadata = json.loads(archive.read("metadata.json"))
-    return "keras3" if str(metadata.get("keras_version", "")).startswith("3.") else "tf_keras"
+    return "keras3" if version.startswith("3.") else "tf_keras"
+
+
+def _first_bytes(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(len(_HDF5_SIGNATURE))
 
 
 def load_model(path, **kwargs):

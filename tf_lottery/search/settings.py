@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from typing import Optional, Union
 
 import tensorflow as tf
@@ -29,7 +30,25 @@ from tf_lottery.foundations.checks import (
 )
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
 
-_MODES = ("min", "max")
+_MODES = ("min", "max", "auto")
+# the direction of Keras's metrics by the names it logs them under (Keras 3's ``_direction``
+# of its metric classes, the short names included): the early stop takes the "max" of these
+_MAXIMIZED = frozenset((
+    "accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy", "auc", "precision",
+    "recall", "f1_score", "fbeta_score", "r2_score", "cosine_similarity", "iou", "mean_iou",
+    "binary_iou", "one_hot_iou", "one_hot_mean_iou", "pearson_correlation",
+    "concordance_correlation", "precision_at_recall", "recall_at_precision",
+    "sensitivity_at_specificity", "specificity_at_sensitivity"))
+# ... and the "min" of these (losses and errors)
+_MINIMIZED = frozenset((
+    "loss", "mae", "mse", "mape", "msle", "rmse", "mean_absolute_error", "mean_squared_error",
+    "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
+    "root_mean_squared_error", "logcosh", "log_cosh", "binary_crossentropy",
+    "categorical_crossentropy", "sparse_categorical_crossentropy",
+    "binary_focal_crossentropy", "categorical_focal_crossentropy", "hinge", "squared_hinge",
+    "categorical_hinge", "kl_divergence", "kld", "poisson", "false_positives",
+    "false_negatives"))
 _STRATEGIES = {"mirrored": tf.distribute.MirroredStrategy,
               "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
 _PAPER_OPTIMIZER = ("adam", 1.2e-3)  # the paper's Lenet optimizer and learning rate
@@ -60,6 +79,11 @@ class SearchSettings:
         paper's classifier).
       monitor, mode: the evaluated metric whose best value ("min" or "max") is the
         early-stop iteration: ``"val_loss"`` (the paper), ``"val_mae"``, ``"val_accuracy"``.
+        ``mode="auto"`` takes the direction Keras gives the metric (:func:`metric_mode`:
+        losses and errors "min"; accuracy, AUC, precision, recall, ... "max"); a metric it
+        does not know needs "min" or "max".
+      force_mode: insist on a ``mode`` that contradicts the metric's direction (refused
+        without it).
       steps_per_execution: training steps per compiled call; "auto" runs from one
         evaluation (or round end, or rewind capture) to the next in one call, but one step
         per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
@@ -96,7 +120,8 @@ class SearchSettings:
     loss: object = _recorded(None, keras_objects=True)
     metrics: tuple = _recorded(("accuracy",), keras_objects=True)
     monitor: str = _recorded("val_loss")
-    mode: str = _recorded("min")
+    mode: str = _recorded("auto")  # recorded as resolved: "min" or "max"
+    force_mode: bool = False
     steps_per_execution: Union[int, str] = "auto"  # recorded as the search resolves it
     jit_compile: Union[bool, str] = _recorded("auto")
     tensorboard: bool = True
@@ -132,7 +157,7 @@ class SearchSettings:
         if not isinstance(self.monitor, str) or not self.monitor.startswith("val_"):
             raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
                                f"\"val_accuracy\", \"val_mae\", ...), got {self.monitor!r}")
-        one_of(self.mode, "mode", _MODES)
+        self._check_mode()
         if self.steps_per_execution != "auto":
             self._set("steps_per_execution",
                       whole_number(self.steps_per_execution, "steps_per_execution"))
@@ -144,6 +169,24 @@ class SearchSettings:
             raise SettingTypeError(f"strategy must be a tf.distribute.Strategy or one of "
                                    f"{', '.join(_STRATEGIES)}, got {type(self.strategy).__name__}")
         self._check_executor()
+
+    def _check_mode(self) -> None:
+        """Resolve ``mode="auto"`` from the monitored metric; refuse a mode against it."""
+        one_of(self.mode, "mode", _MODES)
+        one_of(self.force_mode, "force_mode", (True, False))
+        known = metric_mode(self.monitor)
+        if self.mode == "auto":
+            if known is None:
+                raise SettingError(
+                    f"mode=\"auto\" cannot tell whether {self.monitor} is better low or high "
+                    "(Keras does not know the metric); give mode=\"min\" or mode=\"max\"")
+            self._set("mode", known)
+        elif known is not None and self.mode != known and not self.force_mode:
+            raise SettingError(
+                f"mode={self.mode!r} contradicts monitor={self.monitor!r}, which is better "
+                f"{'low' if known == 'min' else 'high'}: the early stop would pick its worst "
+                f"value. Leave mode out (\"auto\" gives {known!r}), or set force_mode=True to "
+                "insist")
 
     def _check_executor(self) -> None:
         one_of(self.executor, "executor", ("local", "ray"))
@@ -207,3 +250,23 @@ class SearchSettings:
         """Every field as the YAML config writes it (the values given)."""
         return {field.name: list(value) if isinstance(value, tuple) else value
                 for field in dataclasses.fields(self) for value in [getattr(self, field.name)]}
+
+
+def metric_mode(monitor: str) -> Optional[str]:
+    """The direction Keras gives the metric ``monitor`` names: "min" (losses, errors), "max"
+    (accuracy, AUC, precision, recall, ...) or None for a metric it does not know. Keras's
+    names may carry a count (``val_auc_1``) or an output's name (``val_digit_accuracy``).
+
+    Example::
+
+        metric_mode("val_mae"), metric_mode("val_auc_1"), metric_mode("val_dice")
+        # ("min", "max", None)
+    """
+    name = re.sub(r"_\d+$", "", str(monitor).removeprefix("val_"))
+    for known in (name, *sorted((k for k in _MAXIMIZED | _MINIMIZED
+                                 if name.endswith(f"_{k}")), key=len, reverse=True)):
+        if known in _MAXIMIZED:
+            return "max"
+        if known in _MINIMIZED:
+            return "min"
+    return None

@@ -23,7 +23,7 @@ from typing import NamedTuple, Union
 import tensorflow as tf
 
 from tf_lottery.core.masks import Masks
-from tf_lottery.core.schedule import RewindingSchedule
+from tf_lottery.core.schedule import RewindingSchedule, check_schedule
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import canonical_names, engine_for, keras_family
 from tf_lottery.foundations.checks import did_you_mean, whole_number
@@ -47,9 +47,6 @@ from tf_lottery.search.progress import Progress
 from tf_lottery.search.settings import SearchSettings
 from tf_lottery.search.training import TrainingContext, compiled, without_xla, xla_refused
 
-# the paper's loss: a classifier's logits
-_DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
-
 
 class LotteryTicketSearch:
     """Find winning tickets by IMP, with controls, several trials and a run directory.
@@ -64,7 +61,7 @@ class LotteryTicketSearch:
       run_dir: where config, θ0, per-round masks, weights and metrics go; resumable.
       **options: the :class:`~tf_lottery.search.settings.SearchSettings` (``controls``,
         ``trials``, ``optimizer``, ``learning_rate``, ``batch_size``, ``eval_every``,
-        ``loss``, ``metrics``, ``monitor``, ``mode``, ``steps_per_execution``,
+        ``loss``, ``metrics``, ``monitor``, ``mode``, ``force_mode``, ``steps_per_execution``,
         ``jit_compile``, ``tensorboard``, ``verbose``, ``strategy``; where the trainings
         run: ``executor``, ``ray_address``, ``workers``, ``cpus_per_training``,
         ``gpus_per_training``) and the
@@ -99,9 +96,7 @@ class LotteryTicketSearch:
 
     def _setup(self, model, schedule, run_dir, settings: ImpSettings,
                options: SearchSettings) -> None:
-        if not isinstance(schedule, RewindingSchedule):
-            raise SettingTypeError(f"schedule must be a tf_lottery.RewindingSchedule, got "
-                                   f"{type(schedule).__name__}")
+        check_schedule(schedule)
         if not isinstance(run_dir, (str, os.PathLike)):
             raise SettingTypeError(f"run_dir must be a path, got {run_dir!r}")
         self.schedule, self.settings, self.options = schedule, settings, options
@@ -199,8 +194,13 @@ class LotteryTicketSearch:
         architecture = engine_for(template).to_json(template)
         config = self._config(architecture, lottery, train, evaluation)
         with self.run_dir.locked():
-            self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})})
+            self.run_dir.adopt(config, {"model.json": architecture, **(keep or {})},
+                               resolved=self._resolved_from_auto())
         return config, architecture
+
+    def _resolved_from_auto(self) -> tuple:
+        """The config.json keys the search worked out from the user's "auto"."""
+        return ("steps_per_execution",) if self.options.steps_per_execution == "auto" else ()
 
     def _trial_setup(self, config: dict, trials, callbacks) -> TrialSetup:
         options = self.options
@@ -316,7 +316,7 @@ class LotteryTicketSearch:
                 metrics = lottery.evaluate(x, y, verbose=0, return_dict=True)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             raise DataError(f"the model cannot be evaluated on the validation data: "
-                            f"{reason(error)} Check that the data "
+                            f"{reason(error).rstrip('.')}. Check that the data "
                             "yields (x, y) with x shaped like the model's input and y like "
                             "what the loss expects") from error
         available, monitor = [f"val_{name}" for name in metrics], self.options.monitor
