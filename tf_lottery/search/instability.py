@@ -93,6 +93,8 @@ class InstabilityResult:
     def plot_png(self) -> bytes:
         """The error barrier (percentage points) against the rewind step, a line per
         sparsity, the spread over repetitions as bars."""
+        from matplotlib import ticker
+
         plt = pyplot()
         figure, axis = plt.subplots(figsize=(6, 4.2))
         summary = self.summary()
@@ -104,8 +106,10 @@ class InstabilityResult:
             high = np.array([row["error_barrier_max"] for row in rows]) * 100 - mean
             axis.errorbar(steps, mean, yerr=[low, high], marker="o", capsize=3,
                           label=f"{100 * rows[0]['weights_remaining']:.1f}% of weights")
-        axis.set_xscale("symlog", linthresh=max(1, min(
-            (s for s in {row["rewind_step"] for row in summary} if s > 0), default=1)))
+        steps = sorted({row["rewind_step"] for row in summary})
+        axis.set_xscale("symlog", linthresh=max(1, min((s for s in steps if s), default=1)))
+        axis.set_xticks(steps, [str(step) for step in steps])
+        axis.xaxis.set_minor_locator(ticker.NullLocator())
         axis.set_xlabel("rewind step k")
         axis.set_ylabel("test error barrier (percentage points)")
         axis.axhline(0, color="gray", linewidth=0.8)
