@@ -27,16 +27,17 @@ from tf_lottery.imp.wrap import prune_with_rewinding, strip_pruning
 from tf_lottery.runs.results import RoundRecord, SearchResult
 from tf_lottery.runs.serialization import custom_object_scope, load_model
 from tf_lottery.runs.tensorboard import TensorBoardRounds
+from tf_lottery.search.instability import InstabilityResult, instability
 from tf_lottery.search.ticket_search import LotteryTicketSearch
 
 __version__ = "0.2.0"
 
 __all__ = [
     "ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
-    "ExportReport", "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks",
-    "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
+    "ExportReport", "ImpSettings", "InstabilityResult", "LotteryModel", "LotteryTicketSearch",
+    "Masks", "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
     "RoundRecord", "RoundSummary", "RunDirectoryError", "SearchResult", "SettingError",
     "TensorBoardRounds", "TfLotteryError", "custom_object_scope", "export_model",
-    "export_saved_model", "export_tflite", "load_model", "prune_with_rewinding",
-    "strip_pruning",
+    "export_saved_model", "export_tflite", "instability", "load_model",
+    "prune_with_rewinding", "strip_pruning",
 ]

@@ -9,6 +9,9 @@ and the exports.
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
                                                  a round's ticket as a verified SavedModel or
                                                  TFLite file (default under ./saved_models/)
+    tf-lottery instability CONFIG.yaml --rewind-steps 0,100,500 [--rounds 0,3]
+                                                 error barriers between two copies trained
+                                                 from each rewind step (RUN_DIR/instability)
 
 The package's own errors (bad input, damaged files, refused exports) print as one line
 and exit with 2; errors of the operating system (a full or read-only disk) with 1, Ctrl-C
@@ -29,6 +32,7 @@ from tf_lottery.foundations.interrupts import interruptible
 from tf_lottery.runs.results import SearchResult
 from tf_lottery.runs.rundir import RunDirectory
 from tf_lottery.search.inputs import as_arrays
+from tf_lottery.search.instability import instability
 
 _VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
 
@@ -37,6 +41,7 @@ _AFTERMATH = {
     "run": "Committed rounds are safe; run the same command again to resume.",
     "report": "The run directory was not changed.",
     "export": "Nothing was written.",
+    "instability": "Measured repetitions are safe; run the same command again to resume.",
 }
 
 
@@ -45,6 +50,25 @@ def _run(args) -> None:
     data = config.data()
     config.search(data).run(data.train, data.validation, data.test,
                             keep={RunConfig.RECORD: config.to_yaml()}, trial=args.trial)
+
+
+def _instability(args) -> None:
+    config = RunConfig.load(args.config, args.overrides)
+    data = config.data()
+    result = instability(config.search(data), data.train, data.validation, data.test,
+                         rewind_steps=args.rewind_steps, rounds=args.rounds,
+                         repetitions=args.repetitions, points=args.points, trial=args.trial)
+    print(result.table())
+    print(f"results: {RunDirectory(config.run_dir).instability_dir()}", flush=True)
+
+
+def _whole_numbers(text: str) -> tuple:
+    """``"0,100,500"`` as (0, 100, 500)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got "
+                                         f"{text!r}") from None
 
 
 def _export(args) -> None:
@@ -130,6 +154,22 @@ def parser() -> argparse.ArgumentParser:
                          help="a path that does not exist yet (default under saved_models/ "
                               "in the working directory)")
     export_.set_defaults(handler=_export)
+    unstable = commands.add_parser(
+        "instability", help="error barriers between copies trained from rewind steps "
+                            "(linear mode connectivity), for the dense network and tickets")
+    unstable.add_argument("config", help="the search's YAML config (its run directory holds "
+                                         "the tickets of --rounds)")
+    unstable.add_argument("overrides", nargs="*", metavar="key=value",
+                          help="config keys to override, as for run")
+    unstable.add_argument("--rewind-steps", type=_whole_numbers, default=(0,),
+                          help="steps the copies start from, e.g. 0,100,500,2000")
+    unstable.add_argument("--rounds", type=_whole_numbers, default=(0,),
+                          help="0 (the dense network) and rounds whose tickets to analyse")
+    unstable.add_argument("--repetitions", type=int, default=2)
+    unstable.add_argument("--points", type=int, default=11,
+                          help="evaluation points on the path between the copies")
+    unstable.add_argument("--trial", type=int, default=0)
+    unstable.set_defaults(handler=_instability)
     return main
 
 
