@@ -33,6 +33,8 @@ _PUBLIC = {
     "custom_object_scope": "runs.serialization",
     "load_model": "runs.serialization",
     "TensorBoardRounds": "runs.tensorboard",
+    "InstabilityResult": "search.instability",
+    "instability": "search.instability",
     "LotteryTicketSearch": "search.ticket_search",
 }
 

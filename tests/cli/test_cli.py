@@ -288,11 +288,12 @@ def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
 
 
 PUBLIC = ["ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
-          "ExportReport", "ImpSettings", "LotteryModel", "LotteryTicketSearch", "Masks",
-          "RewindCheckpointError", "RewindPoint", "RewindingSchedule", "RoundCallback",
-          "RoundRecord", "RoundSummary", "RunDirectoryError", "SearchResult", "SettingError",
-          "TensorBoardRounds", "TfLotteryError", "custom_object_scope", "export_model",
-          "export_saved_model", "export_tflite", "load_model", "prune_with_rewinding",
+          "ExportReport", "ImpSettings", "InstabilityResult", "LotteryModel",
+          "LotteryTicketSearch", "Masks", "RewindCheckpointError", "RewindPoint",
+          "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
+          "RunDirectoryError", "SearchResult", "SettingError", "TensorBoardRounds",
+          "TfLotteryError", "custom_object_scope", "export_model", "export_saved_model",
+          "export_tflite", "instability", "load_model", "prune_with_rewinding",
           "strip_pruning"]  # tf_lottery's public names before they loaded on first use
 
 

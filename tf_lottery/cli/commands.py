@@ -12,6 +12,9 @@ and the exports.
                                                  TFLite file (default under ./saved_models/;
                                                  the last round of a finished run; int8
                                                  calibrated on the run's training data)
+    tf-lottery instability CONFIG.yaml --rewind-steps 0,100,500 [--rounds 0,3]
+                                                 error barriers between two copies trained
+                                                 from each rewind step (RUN_DIR/instability)
 
 The package's own errors (bad input, damaged files, refused exports) print as one line
 and exit with 2; an error raised in the config's own model or dataset function too, with
@@ -39,17 +42,25 @@ from tf_lottery.foundations.interrupts import interruptible
 from tf_lottery.runs.results import SearchResult
 from tf_lottery.runs.rundir import RunDirectory
 from tf_lottery.search.inputs import as_arrays
+from tf_lottery.search.instability import instability
 
 _VERIFICATION_SAMPLES = 10_000  # test examples an export of a run is verified on
+
+# What is safe after a failure of each command but run, and how to go on.
+_AFTERMATH = {
+    "report": "The run directory was not changed.",
+    "export": "Nothing was written.",
+    "instability": "Measured repetitions are safe; run the same command again to resume.",
+}
 
 
 def _aftermath(args) -> str:
     """What is safe after the command ``args`` describes failed or was interrupted, and how
     to go on."""
-    if args.command == "report":
-        return "The run directory was not changed."
+    if args.command != "run":
+        return _AFTERMATH[args.command]
     run = getattr(args, "run_directory", None)  # of a run whose config was read
-    if args.command == "export" or run is None or not run.path.is_dir():
+    if run is None or not run.path.is_dir():
         return "Nothing was written."
     try:
         committed = any(run.completed_rounds(trial) for trial in run.trials()
@@ -68,6 +79,25 @@ def _run(args) -> None:
     data = config.data()
     config.search(data).run(data.train, data.validation, data.test,
                             keep={RunConfig.RECORD: config.to_yaml()}, trial=args.trial)
+
+
+def _instability(args) -> None:
+    config = RunConfig.load(args.config, args.overrides)
+    data = config.data()
+    result = instability(config.search(data), data.train, data.validation, data.test,
+                         rewind_steps=args.rewind_steps, rounds=args.rounds,
+                         repetitions=args.repetitions, points=args.points, trial=args.trial)
+    print(result.table())
+    print(f"results: {RunDirectory(config.run_dir).instability_dir()}", flush=True)
+
+
+def _whole_numbers(text: str) -> tuple:
+    """``"0,100,500"`` as (0, 100, 500)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got "
+                                         f"{text!r}") from None
 
 
 def _export(args) -> None:
@@ -166,6 +196,22 @@ def parser() -> argparse.ArgumentParser:
                          help="a path that does not exist yet (default under saved_models/ "
                               "in the working directory)")
     export_.set_defaults(handler=_export)
+    unstable = commands.add_parser(
+        "instability", help="error barriers between copies trained from rewind steps "
+                            "(linear mode connectivity), for the dense network and tickets")
+    unstable.add_argument("config", help="the search's YAML config (its run directory holds "
+                                         "the tickets of --rounds)")
+    unstable.add_argument("overrides", nargs="*", metavar="key=value",
+                          help="config keys to override, as for run")
+    unstable.add_argument("--rewind-steps", type=_whole_numbers, default=(0,),
+                          help="steps the copies start from, e.g. 0,100,500,2000")
+    unstable.add_argument("--rounds", type=_whole_numbers, default=(0,),
+                          help="0 (the dense network) and rounds whose tickets to analyse")
+    unstable.add_argument("--repetitions", type=int, default=2)
+    unstable.add_argument("--points", type=int, default=11,
+                          help="evaluation points on the path between the copies")
+    unstable.add_argument("--trial", type=int, default=0)
+    unstable.set_defaults(handler=_instability)
     return main
 
 

@@ -247,7 +247,7 @@ class SearchResult:
         trial spread as bars."""
         from matplotlib import ticker
 
-        plt = _pyplot()
+        plt = pyplot()
 
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         summary = self.summary()
@@ -278,10 +278,7 @@ class SearchResult:
             axis.grid(True, which="both", alpha=0.3)
             axis.legend()
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110)
-        plt.close(figure)
-        return buffer.getvalue()
+        return png_bytes(figure, dpi=110)
 
     def curve_levels(self) -> dict:
         """The rounds whose curves the figure shows: for each of the paper's figure-3 levels
@@ -301,7 +298,7 @@ class SearchResult:
         """The paper's figure 3 as PNG: the test metric against training iterations, one
         line per sparsity level (mean over trials), a panel each for the ticket and the
         controls."""
-        plt = _pyplot()
+        plt = pyplot()
         metric, levels = self.metric, self.curve_levels()
         variants = [v for v in VARIANTS if any(key[2] == v for key in self.curves)]
         figure, axes = plt.subplots(1, max(1, len(variants)), sharey=True,
@@ -325,10 +322,7 @@ class SearchResult:
                 axis.legend(title="weights remaining", fontsize=8)
         axes[0][0].set_ylabel(f"test {metric}{' (%)' if percent == 100 else ''}")
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        plt.close(figure)
-        return buffer.getvalue()
+        return png_bytes(figure, dpi=100)
 
 
 class _RunRecords:
@@ -412,9 +406,17 @@ def _read_trials(sources) -> tuple[list, dict]:
     return records, curves
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot, drawing to files (no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot
     return pyplot
+
+
+def png_bytes(figure, dpi: int) -> bytes:
+    """``figure`` as PNG, closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    pyplot().close(figure)
+    return buffer.getvalue()

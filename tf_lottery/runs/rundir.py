@@ -259,6 +259,10 @@ class RunDirectory:
             if not match or int(match.group(1)) < committed:
                 remove(folder)
 
+    def instability_dir(self) -> Path:
+        """Where an instability analysis of the search writes (its JSON, plot and logs)."""
+        return self.path / "instability"
+
     def round(self, trial: int, round_index: int) -> Path:
         return self.trial(trial) / f"round_{round_index:02d}"
 

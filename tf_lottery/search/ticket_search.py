@@ -137,9 +137,7 @@ class LotteryTicketSearch:
         if self.options.executor == "ray":
             check_portable((train, validation, test), callbacks)
         data = (train, validation, test)
-        train = TrainingInput(train, self.options.batch_size, data_identity)
-        evaluation = {"val": EvaluationInput(validation, "validation", data_identity),
-                      "test": EvaluationInput(test, "test", data_identity)}
+        train, evaluation = self._inputs(data, data_identity)
         template, first = self._first_models(trials[0], evaluation["val"])
         config, architecture = self._adopt_run_directory(template, first.lottery, train,
                                                          evaluation, keep)
@@ -163,6 +161,28 @@ class LotteryTicketSearch:
                 if setup.summaries:
                     setup.summaries.close()
         return self._results()
+
+    def prepared_trial(self, train, validation, test, trial: int = 0,
+                       data_identity=None) -> PreparedTrial:
+        """Trial ``trial``'s model prepared in this process with what trains it, its θ0 and
+        round 0's masks, the run directory's config adopted (or checked) as :meth:`run`
+        does: for analyses beside the search (:mod:`tf_lottery.search.instability`)."""
+        trial = self._trials(trial)[0]
+        train, evaluation = self._inputs((train, validation, test), data_identity)
+        template, first = self._first_models(trial, evaluation["val"])
+        self._adopt_run_directory(template, first.lottery, train, evaluation, None)
+        points = RewindPoints(self.run_dir.rewind_dir(trial), self.settings.policy)
+        points.save_theta0(first.model)
+        context = TrainingContext(first.lottery, train, evaluation, self.options,
+                                  self.steps_per_execution)
+        return PreparedTrial(context, points.theta0(first.model), first.lottery.masks, train)
+
+    def _inputs(self, data: tuple, data_identity) -> tuple:
+        """The training input and the evaluation sets of ``(train, validation, test)``."""
+        train, validation, test = data
+        return TrainingInput(train, self.options.batch_size, data_identity), {
+            "val": EvaluationInput(validation, "validation", data_identity),
+            "test": EvaluationInput(test, "test", data_identity)}
 
     def _trials(self, trial) -> range:
         """The trials this run runs: all, or the one ``trial`` names."""
@@ -391,6 +411,15 @@ class LotteryTicketSearch:
         return sum(len(setup.steps(variant, r)) for trial in trials
                    for r in range(self.run_dir.completed_rounds(trial), self.schedule.rounds + 1)
                    for variant in ("ticket", *(self.options.controls if r > 0 else ())))
+
+
+class PreparedTrial(NamedTuple):
+    """One trial's model, prepared in this process (see ``prepared_trial``)."""
+
+    context: TrainingContext        # the compiled LotteryModel and what trains it
+    theta0: RewindPoint             # as on disk
+    masks: Masks                    # round 0's: every weight kept
+    train: TrainingInput
 
 
 class _FirstTrial(NamedTuple):
