@@ -4,8 +4,8 @@ model, through its engine, on a few training batches and the search's loss.
 The scores themselves are :mod:`tf_lottery.core.pai`'s; a trial
 (:class:`~tf_lottery.search.graph.TrialRounds`) offers them this scorer's gradients of its
 own model. The batches are the first :data:`SCORE_BATCHES` of the training data in the
-order seeded by the search's seed, taken once: every trial and round, and a resumed run,
-score on the same examples.
+order seeded by the search's seed, taken once: every trial and round, a resumed run and
+a run on Ray score on the same examples.
 
 Example::
 
@@ -14,6 +14,8 @@ Example::
 """
 
 from __future__ import annotations
+
+import tensorflow as tf
 
 from tf_lottery.engines import engine_for
 
@@ -31,6 +33,9 @@ class Scoring:
     def batches(self) -> list:
         """The scoring batches as ``(x, y)`` arrays (taken on first use)."""
         if self._batches is None:
+            # their order depends on TensorFlow's global seed too, which the last training in
+            # this process set (none on Ray): set it, as a training does before its batches
+            tf.random.set_seed(self.seed)
             self._batches = list(self.train.batches(self.seed).take(self.count)
                                  .as_numpy_iterator())
         return self._batches
