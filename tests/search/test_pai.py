@@ -12,7 +12,7 @@ from tf_lottery.cli.commands import main
 from tf_lottery.search.inputs import TrainingInput
 from tf_lottery.search.scoring import SCORE_BATCHES, Scoring
 
-from helpers import KERASES, small_mlp, toy_data
+from helpers import KERASES, InterruptAt, small_mlp, toy_data
 
 PAI = ("snip", "grasp", "synflow", "magnitude_init")
 RUN = ("random_pruning", *PAI)
@@ -56,6 +56,21 @@ def test_a_search_trains_the_pai_controls_beside_the_ticket(engine, tmp_path, ca
     assert main(["report", str(run)]) == 0
     report = capsys.readouterr().out
     assert all(name in report for name in RUN)
+
+
+def test_an_interrupted_search_resumes_to_the_same_pai_masks(tmp_path):
+    keras, options = KERASES["keras3"], dict(controls=("snip", "grasp"), tensorboard=False)
+    straight = _search(tmp_path / "straight", keras, **options).run(*_splits())
+    with pytest.raises(KeyboardInterrupt):  # the 3rd training: round 1's snip
+        _search(tmp_path / "resumed", keras, **options).run(*_splits(),
+                                                            callbacks=[InterruptAt(3)])
+    resumed = _search(tmp_path / "resumed", keras, **options).run(*_splits())
+    for control in ("snip", "grasp"):
+        a, b = (tfl.Masks.load(tmp_path / run / "trial_0" / "round_01" / control / "masks.npz")
+                for run in ("straight", "resumed"))
+        assert all(np.array_equal(a[p], b[p]) for p in a)
+    assert [r.test_accuracy for r in resumed.records] == \
+        [r.test_accuracy for r in straight.records]
 
 
 def test_the_scoring_batches_are_the_same_when_taken_again():
