@@ -185,3 +185,5 @@ def test_the_jax_backend_runs_imp_and_the_search_exactly(tmp_path):
     assert report["search_weights"] == [1.0, 0.5, 0.5, 0.5]
     assert report["saved_model_agreement"] == 1.0
     assert "needs the TensorFlow backend" in report["tflite_refusal"]
+    assert "KERAS_BACKEND=tensorflow" in report["pai_refusal"]
+    assert "snip, synflow" in report["pai_refusal"] and report["pai_wrote_nothing"]

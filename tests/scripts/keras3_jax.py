@@ -117,6 +117,13 @@ result = tfl.LotteryTicketSearch(build, tfl.RewindingSchedule(rounds=1, steps_pe
                                  optimizer=keras.optimizers.Adam(1e-2)).run(
     (x, y), (x[:20], y[:20]), (x[20:40], y[20:40]))
 report["search_weights"] = [round(r.weights_remaining, 3) for r in result.records]
+try:  # pruning at initialization takes gradients with TensorFlow: refused, nothing written
+    tfl.LotteryTicketSearch(build, tfl.RewindingSchedule(rounds=1, steps_per_round=6),
+                            work / "pai", controls=("snip", "synflow"), verbose=0).run(
+        (x, y), (x[:20], y[:20]), (x[20:40], y[20:40]))
+except tfl.SettingError as error:
+    report["pai_refusal"] = str(error)
+report["pai_wrote_nothing"] = not (work / "pai").exists()
 saved = tfl.export_saved_model(pruned, work / "served", test_data=(x, y), verbose=False)
 report["saved_model_agreement"] = saved.agreement
 try:

@@ -190,29 +190,49 @@ def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope:
     highest, down to the target ``sparsity`` per path.
 
     ``weights`` are the trained values and ``initial`` the rewind point's (path -> array;
-    needed by criteria that compare the two). ``scope="layer"`` meets each path's target on
-    its own; ``scope="global"`` keeps the highest scores over all paths, as many weights in
-    total as the per-path targets add up to. ``block_size > 1`` prunes whole blocks of
-    ``block_size`` weights along a kernel's input axis (axis -2: the rows of a Dense
-    kernel, the input channels of a convolution) for one output unit, the layout TFLite's
-    sparse kernels accelerate (1x4 float, 1x16 int8); a block scores the sum of its
-    surviving weights' scores and targets are met in blocks.
+    needed by criteria that compare the two). Selection (``scope``, ``block_size``) as in
+    :func:`keep_highest`.
     """
     score = CRITERIA[one_of(criterion, "criterion", CRITERIA)]
-    one_of(scope, "scope", SCOPES)
-    block_size = whole_number(block_size, "block_size")
-    fractions = _kept_fractions(masks, sparsity)
     rng = np.random.default_rng(seed)
-    scores, alive = {}, {}
+    scores = {}
     for key in masks:
         trained = np.asarray(weights[key], dtype=np.float64)
         start = None if initial is None else np.asarray(initial[key], dtype=np.float64)
-        scores[key] = np.asarray(score(trained, start, rng), dtype=np.float64)
+        scores[key] = score(trained, start, rng)
+    return keep_highest(scores, masks, sparsity, scope=scope, block_size=block_size)
+
+
+def keep_highest(scores, masks, sparsity, *, scope: str = "layer",
+                 block_size: int = 1) -> Masks:
+    """The survivors of ``masks`` with the highest ``scores`` (path -> array of the
+    weight's shape), down to the target ``sparsity`` per path.
+
+    ``scope="layer"`` meets each path's target on its own; ``scope="global"`` keeps the
+    highest scores over all paths, as many weights in total as the per-path targets add up
+    to. ``block_size > 1`` prunes whole blocks of ``block_size`` weights along a kernel's
+    input axis (axis -2: the rows of a Dense kernel, the input channels of a convolution)
+    for one output unit, the layout TFLite's sparse kernels accelerate (1x4 float, 1x16
+    int8); a block scores the sum of its surviving weights' scores and targets are met in
+    blocks.
+
+    Example::
+
+        keep_highest({"k": np.array([[3.0, -1.0], [0.5, 2.0]])},
+                     Masks.full({"k": (2, 2)}), {"k": 0.5})["k"]   # [[True, False], [False, True]]
+    """
+    one_of(scope, "scope", SCOPES)
+    block_size = whole_number(block_size, "block_size")
+    fractions = _kept_fractions(masks, sparsity)
+    chosen_scores, alive = {}, {}
+    for key in masks:
+        chosen_scores[key] = np.asarray(scores[key], dtype=np.float64)
         alive[key] = np.asarray(masks[key])
         if block_size > 1:
-            scores[key] = _blocks(scores[key] * alive[key], block_size).sum(axis=-2)
+            chosen_scores[key] = _blocks(chosen_scores[key] * alive[key],
+                                         block_size).sum(axis=-2)
             alive[key] = _blocks(alive[key], block_size).any(axis=-2)
-    chosen = _select(scores, alive, fractions, scope)
+    chosen = _select(chosen_scores, alive, fractions, scope)
     if block_size > 1:
         chosen = {key: _unblock(chosen[key], block_size, masks[key].shape) & masks[key]
                   for key in masks}

@@ -34,6 +34,8 @@ What an engine provides:
   ``deserialize``, ``load_model``, ``custom_object_scope``;
 - architecture: ``to_json`` / ``from_json``, ``can_copy``, ``clone`` / ``reseeded_clone``
   (a copy with every initializer drawn again: the random-reinit control);
+- gradients (the pruning-at-initialization controls): ``check_gradients``,
+  ``loss_gradients`` (and Hessian-vector products), ``output_gradients``;
 - export: ``io_counts``, ``input_spec``, ``input_range``, ``save_serving``, ``check_tflite``,
   ``tflite_converter``, and what TFLite is known to fail on: ``looping_recurrent_layers``,
   ``half_precision_layers``.
@@ -381,6 +383,78 @@ class Engine(abc.ABC):
         """A ``tf.lite.TFLiteConverter`` for ``model`` (``workdir``: a scratch folder)."""
         return tf.lite.TFLiteConverter.from_keras_model(model)
 
+    # --- gradients at given weights (pruning at initialization) -----------------------
+
+    def check_gradients(self, model, what: str) -> None:
+        """Refuse, naming the fix, a model whose weight gradients ``what`` (the controls
+        that need them) cannot take: one input and one output, TensorFlow tensors."""
+        inputs, outputs = self.io_counts(model)
+        if (inputs, outputs) != (1, 1):
+            raise SettingError(
+                f"{what} score models of one input and one output; this model has {inputs} "
+                f"inputs and {outputs} outputs. Leave {what} out of controls")
+
+    def loss_gradients(self, model, values: dict, paths: list, batches, loss,
+                       temperature: float = 1.0, vector=None) -> dict:
+        """Path -> ∂L/∂w (NumPy) for the weights at ``paths`` of ``model`` (plain), its
+        weights set to ``values`` (path -> array) meanwhile, then put back. L is the sum
+        over ``batches`` ((x, y) pairs) of ``loss`` (an identifier, resolved by this Keras)
+        of the outputs divided by ``temperature``, in inference mode; with ``vector`` (path
+        -> array over ``paths``), the Hessian-vector product H·vector of L instead.
+
+        Example::
+
+            g = engine.loss_gradients(model, theta0, ["dense/kernel"], [(x, y)], "mse")
+        """
+        function = self._loss_function(loss)
+        variables = self.model_weights(model)
+        targets = [self._gradient_target(variables[path]) for path in paths]
+        zero = tf.UnconnectedGradients.ZERO
+        totals = [np.zeros(variables[path].shape, np.float64) for path in paths]
+        with _weights_set(variables, values):
+            for x, y in batches:
+                with tf.GradientTape(watch_accessed_variables=False) as outer:
+                    outer.watch(targets)
+                    with tf.GradientTape(watch_accessed_variables=False) as inner:
+                        inner.watch(targets)
+                        outputs = tf.cast(model(x, training=False), tf.float32)
+                        value = tf.reduce_mean(function(y, outputs / temperature))
+                    gradients = inner.gradient(value, targets, unconnected_gradients=zero)
+                    if vector is not None:
+                        value = tf.add_n([tf.reduce_sum(g * tf.cast(vector[path], g.dtype))
+                                          for g, path in zip(gradients, paths)])
+                if vector is not None:
+                    gradients = outer.gradient(value, targets, unconnected_gradients=zero)
+                for total, gradient in zip(totals, gradients):
+                    total += np.asarray(gradient, np.float64)
+        return dict(zip(paths, totals))
+
+    def output_gradients(self, model, values: dict, paths: list) -> dict:
+        """Path -> ∂R/∂w (NumPy) for the weights at ``paths``, R the sum of ``model``'s
+        outputs on one all-ones input in inference mode (moving statistics, no dropout),
+        its weights set to ``values`` meanwhile: SynFlow's synaptic flow when ``values``
+        are magnitudes."""
+        shape, dtype = self.input_spec(model)
+        ones = np.ones((1, *shape), dtype=dtype)
+        variables = self.model_weights(model)
+        targets = [self._gradient_target(variables[path]) for path in paths]
+        with _weights_set(variables, values):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(targets)
+                flow = tf.reduce_sum(tf.cast(model(ones, training=False), tf.float64))
+            gradients = tape.gradient(flow, targets,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return {path: np.asarray(g, np.float64) for path, g in zip(paths, gradients)}
+
+    def _gradient_target(self, variable):
+        """What a GradientTape watches for ``variable``."""
+        return variable
+
+    def _loss_function(self, identifier):
+        """A callable ``loss(y_true, y_pred)`` of this Keras from an identifier."""
+        loss = self.loss(identifier)
+        return self.keras.losses.get(loss) if isinstance(loss, str) else loss
+
     # --- architecture -----------------------------------------------------------------
 
     def to_json(self, model) -> str:
@@ -399,6 +473,19 @@ class Engine(abc.ABC):
         """A copy of ``model`` whose every seedable initializer is drawn again from ``seed``."""
         config = _reseeded(model.get_config(), itertools.count(seed * 100_003))
         return type(model).from_config(config)
+
+
+@contextlib.contextmanager
+def _weights_set(variables: dict, values: dict):
+    """``variables`` (path -> variable) hold ``values`` inside the block; their own after."""
+    saved = {path: variables[path].numpy() for path in values}
+    try:
+        for path, value in values.items():
+            variables[path].assign(value)
+        yield
+    finally:
+        for path, value in saved.items():
+            variables[path].assign(value)
 
 
 def _reseeded(config, seeds):

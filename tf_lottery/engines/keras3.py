@@ -421,6 +421,20 @@ class Keras3Engine(Engine):
     def steps_per_execution(self, model) -> int:
         return int(model.steps_per_execution)
 
+    # --- gradients at given weights (pruning at initialization) -------------------------
+
+    def check_gradients(self, model, what: str) -> None:
+        if JAX:
+            raise SettingError(
+                f"{what} take the model's gradients with TensorFlow's GradientTape, and this "
+                "process runs Keras 3 on JAX: run the search with KERAS_BACKEND=tensorflow, "
+                f"or leave {what} out (random_reinit, random_pruning and magnitude_init need "
+                "no gradients)")
+        super().check_gradients(_network(model), what)
+
+    def _gradient_target(self, variable):
+        return variable.value  # the tf.Variable a Keras 3 variable reads on TensorFlow
+
     # --- export and architecture --------------------------------------------------------
 
     def io_counts(self, model) -> tuple:

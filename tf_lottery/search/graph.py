@@ -44,6 +44,7 @@ class TrialSetup:
     callbacks: tuple = ()           # the user's Keras callbacks, added to every fit
     summaries: object = None        # the SearchSummaries writing TensorBoard logs (or None)
     progress: object = None         # the Progress printing to the terminal (or None)
+    scoring: object = None          # the Scoring of pruning-at-initialization controls
 
     @property
     def plan(self) -> RoundPlan:
@@ -65,8 +66,10 @@ class TrialSetup:
 
 class TrialRounds:
     """One trial's rounds: the committed ones, the specs of the rounds whose inputs exist,
-    the outcomes of the rounds under way. Controls take ``rewind_point()`` and
-    ``fresh_draw(seed)`` from it (:mod:`tf_lottery.core.controls`).
+    the outcomes of the rounds under way. Controls take ``rewind_point()``,
+    ``fresh_draw(seed)``, ``settings`` and the gradients of its model (``loss_gradients``,
+    ``flow_gradients``: the scorer of :mod:`tf_lottery.core.pai`) from it
+    (:mod:`tf_lottery.core.controls`).
 
     ``model`` is the trial's model (its θ0 is written first), ``fresh_draw(seed)`` gives its
     weights drawn again (the random-reinit control's start), ``masks`` the masks of round 0
@@ -99,6 +102,21 @@ class TrialRounds:
         and what criteria compare the trained weights with (θ0 under the others)."""
         return self.points.reference(self.model)
 
+    @property
+    def settings(self):
+        """The ImpSettings (``scope``, ``block_size``: how controls select their masks)."""
+        return self.setup.settings
+
+    def loss_gradients(self, values: dict, paths: list, temperature: float = 1.0,
+                       vector=None) -> dict:
+        """The trial model's loss gradients (or Hessian-vector products) at ``values``."""
+        return self.setup.scoring.loss_gradients(self.model, values, paths, temperature,
+                                                 vector)
+
+    def flow_gradients(self, values: dict, paths: list) -> dict:
+        """The trial model's synaptic-flow gradients at ``values``."""
+        return self.setup.scoring.flow_gradients(self.model, values, paths)
+
     def _resume_state(self):
         """The ticket's masks and starting weights for the first round not committed."""
         if self.committed == 0:
@@ -119,7 +137,8 @@ class TrialRounds:
             control, seed = CONTROLS[name], setup.round_seed(self.trial, round_index, name)
             specs.append(TrainingSpec(self.trial, round_index, name, seed,
                                       setup.steps(name, round_index),
-                                      control.masks(masks, seed), control.start(self, seed)))
+                                      control.masks(masks, seed, self),
+                                      control.start(self, seed)))
         self._expected[round_index] = len(specs)
         self._outcomes[round_index] = {}
         self.pending += specs

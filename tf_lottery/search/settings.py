@@ -20,7 +20,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from tf_lottery.core.controls import CONTROLS
+from tf_lottery.core.controls import CONTROLS, DEFAULT_CONTROLS
 from tf_lottery.foundations.checks import (
     did_you_mean,
     names,
@@ -65,8 +65,9 @@ class SearchSettings:
     """The options of a search besides its schedule and its IMP settings.
 
     Args:
-      controls: any of :data:`tf_lottery.core.controls.CONTROLS` ("random_reinit",
-        "random_pruning"), trained in rounds >= 1.
+      controls: any of :data:`tf_lottery.core.controls.CONTROLS`, trained in rounds >= 1:
+        "random_reinit", "random_pruning" (the default: the paper's two), and pruning at
+        initialization: "snip", "grasp", "synflow", "magnitude_init".
       trials: independent repetitions, seeds ``seed``, ``seed + 1``, ...
       optimizer: an optimizer of the model's Keras (copied for every training), or a Keras
         identifier (``"sgd"``, ``{"class_name": "adam", "config": {...}}``) resolved with
@@ -111,7 +112,7 @@ class SearchSettings:
         several trainings on one, each taking the GPU memory it uses rather than all.
     """
 
-    controls: tuple = _recorded(tuple(CONTROLS))
+    controls: tuple = _recorded(DEFAULT_CONTROLS)
     trials: int = _recorded(1)
     optimizer: object = None  # config.json records the optimizer it resolves to
     learning_rate: Optional[float] = None

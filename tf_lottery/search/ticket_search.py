@@ -22,6 +22,7 @@ from typing import NamedTuple, Union
 
 import tensorflow as tf
 
+from tf_lottery.core.controls import CONTROLS
 from tf_lottery.core.masks import Masks
 from tf_lottery.core.schedule import RewindingSchedule, check_schedule
 from tf_lottery.core.settings import ImpSettings
@@ -44,8 +45,15 @@ from tf_lottery.search.executors import (
 from tf_lottery.search.graph import SearchGraph, TrialRounds, TrialSetup
 from tf_lottery.search.inputs import EvaluationInput, TrainingInput
 from tf_lottery.search.progress import Progress
+from tf_lottery.search.scoring import Scoring
 from tf_lottery.search.settings import SearchSettings
-from tf_lottery.search.training import TrainingContext, compiled, without_xla, xla_refused
+from tf_lottery.search.training import (
+    DEFAULT_LOSS,
+    TrainingContext,
+    compiled,
+    without_xla,
+    xla_refused,
+)
 
 
 class LotteryTicketSearch:
@@ -141,7 +149,7 @@ class LotteryTicketSearch:
         template, first = self._first_models(trials[0], evaluation["val"])
         config, architecture = self._adopt_run_directory(template, first.lottery, train,
                                                          evaluation, keep)
-        setup = self._trial_setup(config, trials, callbacks)
+        setup = self._trial_setup(config, trials, callbacks, train)
         with contextlib.ExitStack() as held:
             for index in trials:
                 held.enter_context(self.run_dir.locked(index))
@@ -202,6 +210,7 @@ class LotteryTicketSearch:
         with self.strategy.scope():
             template = self._model_for_trial(0)
             self._check_copies(template)
+            self._check_gradients(template)
             self.steps_per_execution = self._resolved_execution_steps(engine_for(template))
             original = template if trial == 0 else self._model_for_trial(trial)
             lottery = self._prepared(original)
@@ -222,14 +231,16 @@ class LotteryTicketSearch:
         """The config.json keys the search worked out from the user's "auto"."""
         return ("steps_per_execution",) if self.options.steps_per_execution == "auto" else ()
 
-    def _trial_setup(self, config: dict, trials, callbacks) -> TrialSetup:
+    def _trial_setup(self, config: dict, trials, callbacks, train) -> TrialSetup:
         options = self.options
         summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                     {**config["schedule"], **config["settings"]}) \
             if options.tensorboard else None
         setup = TrialSetup(schedule=self.schedule, settings=self.settings, options=options,
                            steps_per_execution=self.steps_per_execution, run_dir=self.run_dir,
-                           callbacks=tuple(callbacks), summaries=summaries)
+                           callbacks=tuple(callbacks), summaries=summaries,
+                           scoring=Scoring(train, options.loss or DEFAULT_LOSS,
+                                           self.settings.seed))
         return dataclasses.replace(setup, progress=Progress(
             self._steps_to_run(setup, trials), options.trials, self.schedule.rounds,
             options.monitor, options.verbose))
@@ -273,6 +284,13 @@ class LotteryTicketSearch:
                 f"get_config), so the search cannot draw it again for {' and '.join(needs)}: "
                 f"pass the function that builds it instead, e.g. model=lambda seed: "
                 f"{type(model).__name__}(), built on a batch")
+
+    def _check_gradients(self, model) -> None:
+        """Refuse the controls that take the model's gradients where its engine cannot."""
+        needing = [name for name in self.options.controls if CONTROLS[name].needs_gradients]
+        if needing:
+            engine_for(model).check_gradients(
+                model, f"the control{'s' if len(needing) > 1 else ''} {', '.join(needing)}")
 
     def fresh_draw(self, original, seed: int) -> RewindPoint:
         """New initial weights for a trial's model: every initializer of ``original`` drawn

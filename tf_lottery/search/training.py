@@ -214,7 +214,7 @@ def _of_set(metrics: dict, name: str) -> dict:
             if key.startswith(prefix)}
 
 
-_DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
+DEFAULT_LOSS = {"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}
 
 
 def compiled(lottery, options, steps_per_execution: int, jit_compile):
@@ -224,7 +224,7 @@ def compiled(lottery, options, steps_per_execution: int, jit_compile):
     engine = engine_for(lottery)
     identifier, settings = options.optimizer_identifier()
     optimizer = engine.optimizer(identifier, **settings)
-    loss, metrics = options.loss or _DEFAULT_LOSS, options.metrics
+    loss, metrics = options.loss or DEFAULT_LOSS, options.metrics
     batches_per_step = engine.batches_per_step(optimizer)  # gradient accumulation
     try:
         compile_model(lottery, optimizer=optimizer, loss=engine.loss(loss),
