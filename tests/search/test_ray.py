@@ -77,12 +77,12 @@ def _committed(run_dir) -> dict:
 
 
 @pytest.mark.parametrize("keras, options", [
-    (2, dict(trials=2)),
+    (2, dict(trials=2, early_bird={"epsilon": 0.99, "window": 2})),
     (3, dict(rewind_to=5, scope="global", block_size=2, criterion="magnitude_increase")),
     (3, dict(rewind_to="lr")),
     (3, dict(scope="global", controls=("snip", "grasp", "synflow", "magnitude_init"))),
-], ids=["tf_keras-two-trials", "keras3-late-rewinding-global-blocks", "keras3-lr-rewinding",
-        "keras3-pruning-at-initialization"])
+], ids=["tf_keras-two-trials-early-bird", "keras3-late-rewinding-global-blocks",
+        "keras3-lr-rewinding", "keras3-pruning-at-initialization"])
 def test_ray_gives_what_the_local_executor_gives(runtime, splits, tmp_path, keras, options):
     local = _search(tmp_path / "local", keras, **options).run(*splits)
     on_ray = _search(tmp_path / "ray", keras, executor="ray", workers=2, **options).run(*splits)

@@ -55,6 +55,8 @@ class RoundRecord:
     val_metrics: dict = dataclasses.field(default_factory=dict)
     test_metrics: dict = dataclasses.field(default_factory=dict)
     final_test_metrics: dict = dataclasses.field(default_factory=dict)
+    mask_drawn_at: Optional[int] = None     # early_bird: the iteration the training ended at
+    iterations_saved: Optional[int] = None  # and the iterations of the round it did not train
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -201,14 +203,16 @@ class SearchResult:
 
     def rows(self) -> list[dict]:
         """One flat row per record: its fields and every metric as ``val_<name>``,
-        ``test_<name>`` and ``final_test_<name>``."""
+        ``test_<name>`` and ``final_test_<name>`` (and, for a ticket ended early by
+        ``early_bird``, ``mask_drawn_at`` and ``iterations_saved``)."""
         rows = []
         for record in self.records:
             row = {name: getattr(record, name) for name in _FIXED_FIELDS}
             for prefix, metrics in (("val", record.val_metrics), ("test", record.test_metrics),
                                     ("final_test", record.final_test_metrics)):
                 row.update({f"{prefix}_{key}": value for key, value in metrics.items()})
-            for name in ("val_loss", "val_accuracy", "test_accuracy", "final_test_accuracy"):
+            for name in ("val_loss", "val_accuracy", "test_accuracy", "final_test_accuracy",
+                         "mask_drawn_at", "iterations_saved"):
                 if getattr(record, name) is not None:
                     row.setdefault(name, getattr(record, name))
             rows.append(row)

@@ -120,7 +120,7 @@ class RoundFiles:
 
 class BackupFiles:
     """One epoch backup of a training in progress: the weights, the optimizer's state and
-    the training's state (``epoch_NNNN/``)."""
+    the training's state, early_bird's last draw (``epoch_NNNN/``)."""
 
     PREFIX = "epoch_"
 
@@ -143,6 +143,10 @@ class BackupFiles:
     @property
     def optimizer(self) -> Path:
         return self.folder / "optimizer.npz"
+
+    @property
+    def early_bird_draw(self) -> Path:
+        return self.folder / "early_bird_draw.npz"
 
     @property
     def state(self) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_lottery.core.masks import Masks
 from tf_lottery.engines import Callback
 from tf_lottery.foundations.atomic import read_json, remove, replacing, write_json
 from tf_lottery.foundations.integrity import verify, write_manifest
@@ -16,10 +17,10 @@ from tf_lottery.search.evaluation import RoundTracker, TrainingState
 
 class EpochBackup(Callback):
     """One training, saved at every epoch end into ``folder``'s :class:`BackupFiles`
-    (weights, optimizer state, training state), so a killed run resumes from its last epoch,
-    bit for bit. The last backup of a finished training stays until its round is committed:
-    a run killed during a later training of the round restores it instead of training it
-    again."""
+    (weights, optimizer state, training state, early_bird's last draw), so a killed run
+    resumes from its last epoch, bit for bit. The last backup of a finished training stays
+    until its round is committed: a run killed during a later training of the round
+    restores it instead of training it again."""
 
     def __init__(self, folder, identity: dict, tracker: RoundTracker, optimizer_variables):
         super().__init__()
@@ -34,6 +35,8 @@ class EpochBackup(Callback):
             files = BackupFiles(stage)
             RewindPoint.capture(self.model, self.tracker.state.step).save(files.weights)
             np.savez(files.optimizer, *[v.numpy() for v in self.optimizer_variables])
+            if self.tracker.drawn is not None:  # early_bird's last draw
+                self.tracker.drawn.save(files.early_bird_draw)
             write_json(files.state, dict(self.identity, epoch=epoch + 1,
                                          state=self.tracker.state.to_config()))
             write_manifest(stage)
@@ -56,6 +59,8 @@ class EpochBackup(Callback):
             for index, variable in enumerate(self.optimizer_variables):
                 variable.assign(values[f"arr_{index}"])
         self.tracker.state = TrainingState(**saved["state"])
+        if last.early_bird_draw.is_file():
+            self.tracker.drawn = Masks.load(last.early_bird_draw)
         return saved["epoch"]
 
     def discard(self) -> None:

@@ -12,6 +12,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tf_lottery.core.early_bird import mask_distance, settled
 from tf_lottery.engines import Callback
 from tf_lottery.foundations.interrupts import raise_if_interrupted
 
@@ -20,7 +21,9 @@ from tf_lottery.foundations.interrupts import raise_if_interrupted
 class TrainingState:
     """Where one training is: steps taken, every evaluation so far (the curve), the best and
     the last, the step whose loss was not finite (if any), and the seconds it has trained
-    (over every process that ran it). The epoch backup saves and restores it whole."""
+    (over every process that ran it); under ``early_bird``, the distances between
+    successive mask draws and where the training ended. The epoch backup saves and restores
+    it whole."""
 
     step: int = 0
     best: Optional[dict] = None
@@ -28,6 +31,8 @@ class TrainingState:
     diverged_at: Optional[int] = None
     curve: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    mask_distances: list = dataclasses.field(default_factory=list)  # early_bird's draws
+    mask_drawn_at: Optional[int] = None  # the iteration early_bird ended the training at
 
     def to_config(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,15 +97,18 @@ class RoundTracker(Callback):
     the fit after the training's ``steps`` or at a non-finite loss; captures a rewind point if
     asked; counts the seconds trained. Iterations are the optimizer's: ``steps`` (a range)
     starts where its counter does, and ``batches_per_step`` batches make one step (gradient
-    accumulation)."""
+    accumulation). With ``early_bird`` (an EarlyBird) it draws the next masks from the
+    weights under ``masks`` at every evaluation and stops once the draws have settled."""
 
     def __init__(self, options, evaluator: Evaluator, steps: range, capture=None,
-                 listeners=(), batches_per_step: int = 1):
+                 listeners=(), batches_per_step: int = 1, early_bird=None, masks=None):
         super().__init__()
         self.options, self.evaluator, self.steps = options, evaluator, steps
         self.capture = capture  # (iteration, callback(model)) or None
         self.listeners = listeners  # called with the state after every evaluation
         self.batches_per_step = batches_per_step
+        self.early_bird, self.masks = early_bird, masks
+        self.drawn = None  # early_bird's last draw (the epoch backup keeps it)
         self.state = TrainingState()
 
     def on_train_begin(self, logs=None):
@@ -142,5 +150,21 @@ class RoundTracker(Callback):
                 state.best = state.last
             for listener in self.listeners:
                 listener(state)
+            if self.early_bird and self._settled(iteration):
+                return
         if state.step >= len(self.steps):
             self.model.stop_training = True
+
+    def _settled(self, iteration: int) -> bool:
+        """Draw the next masks, and stop the fit if the draws have settled."""
+        bird, state = self.early_bird, self.state
+        draw = bird.draw(self.model.masked_weights(), self.masks)
+        if self.drawn is not None:
+            state.mask_distances.append(mask_distance(self.drawn, draw))
+        self.drawn = draw
+        if settled(state.mask_distances, bird.epsilon, bird.window) and \
+                state.step < len(self.steps):
+            state.mask_drawn_at = iteration
+            self.model.stop_training = True
+            return True
+        return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from tf_lottery.core.controls import CONTROLS
+from tf_lottery.core.early_bird import EarlyBird
 from tf_lottery.core.masks import Masks
 from tf_lottery.core.plan import RoundPlan
 from tf_lottery.foundations.atomic import write_json
@@ -57,6 +58,17 @@ class TrialSetup:
         if variant == "ticket" or self.settings.policy.rewinds_weights:
             return self.plan.steps(round_index)
         return range(0, self.schedule.steps_per_round)
+
+    def early_bird(self, round_index: int, masks: Masks):
+        """When round ``round_index``'s ticket (under ``masks``) may end early (None: it
+        trains in full; the final round always does, having no next masks to draw)."""
+        options, settings = self.options, self.settings
+        if not options.early_bird or round_index >= self.schedule.rounds:
+            return None
+        sparsity = {path: self.schedule.path_sparsity(path, round_index + 1)
+                    for path in masks}
+        return EarlyBird(**options.early_bird, sparsity=sparsity, scope=settings.scope,
+                         block_size=settings.block_size)
 
     def round_seed(self, trial: int, round_index: int, variant: str) -> int:
         """The seed of one training: shuffling, dropout and the controls' draws."""
@@ -132,7 +144,8 @@ class TrialRounds:
         seed = setup.round_seed(self.trial, round_index, "ticket")
         capture = self.points.capture_step if round_index == 0 else None
         specs = [TrainingSpec(self.trial, round_index, "ticket", seed,
-                              setup.steps("ticket", round_index), masks, start, capture)]
+                              setup.steps("ticket", round_index), masks, start, capture,
+                              setup.early_bird(round_index, masks))]
         for name in setup.options.controls if round_index > 0 else ():
             control, seed = CONTROLS[name], setup.round_seed(self.trial, round_index, name)
             specs.append(TrainingSpec(self.trial, round_index, name, seed,

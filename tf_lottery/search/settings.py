@@ -54,10 +54,11 @@ _STRATEGIES = {"mirrored": tf.distribute.MirroredStrategy,
 _PAPER_OPTIMIZER = ("adam", 1.2e-3)  # the paper's Lenet optimizer and learning rate
 
 
-def _recorded(default, keras_objects: bool = False):
-    """A field config.json records (``keras_objects``: a loss or metrics, serialized)."""
-    return dataclasses.field(default=default, metadata={"recorded": True,
-                                                        "keras_objects": keras_objects})
+def _recorded(default, keras_objects: bool = False, when_set: bool = False):
+    """A field config.json records (``keras_objects``: a loss or metrics, serialized;
+    ``when_set``: only when it is not its default, so earlier run directories resume)."""
+    return dataclasses.field(default=default, metadata={
+        "recorded": True, "keras_objects": keras_objects, "when_set": when_set})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,12 @@ class SearchSettings:
         does not know needs "min" or "max".
       force_mode: insist on a ``mode`` that contradicts the metric's direction (refused
         without it).
+      early_bird: ``{"epsilon": 0.1, "window": 5}`` ends a ticket's training as soon as the
+        next round's masks, drawn by magnitude at every evaluation, have differed from the
+        previous draw in fewer than ``epsilon`` of their entries for ``window`` evaluations
+        in a row (You et al. 2020; :mod:`tf_lottery.core.early_bird`); the records say
+        where (``mask_drawn_at``) and the iterations saved. The final round trains in full.
+        None (default): every round trains in full.
       steps_per_execution: training steps per compiled call; "auto" runs from one
         evaluation (or round end, or rewind capture) to the next in one call, but one step
         per call for a Keras 3 model under a strategy of several replicas (Keras 3 cannot
@@ -123,6 +130,7 @@ class SearchSettings:
     monitor: str = _recorded("val_loss")
     mode: str = _recorded("auto")  # recorded as resolved: "min" or "max"
     force_mode: bool = False
+    early_bird: Optional[dict] = _recorded(None, when_set=True)
     steps_per_execution: Union[int, str] = "auto"  # recorded as the search resolves it
     jit_compile: Union[bool, str] = _recorded("auto")
     tensorboard: bool = True
@@ -159,6 +167,8 @@ class SearchSettings:
             raise SettingError(f"monitor must name a validation metric (\"val_loss\", "
                                f"\"val_accuracy\", \"val_mae\", ...), got {self.monitor!r}")
         self._check_mode()
+        if self.early_bird is not None:
+            self._set("early_bird", _early_bird(self.early_bird))
         if self.steps_per_execution != "auto":
             self._set("steps_per_execution",
                       whole_number(self.steps_per_execution, "steps_per_execution"))
@@ -227,6 +237,8 @@ class SearchSettings:
             if not field.metadata.get("recorded"):
                 continue
             value = getattr(self, field.name)
+            if field.metadata["when_set"] and value == field.default:
+                continue
             if field.metadata["keras_objects"]:
                 value = [serialize(v) for v in value] if isinstance(value, tuple) else \
                     serialize(value)
@@ -271,3 +283,18 @@ def metric_mode(monitor: str) -> Optional[str]:
         if known in _MINIMIZED:
             return "min"
     return None
+
+
+def _early_bird(value) -> dict:
+    """``early_bird`` checked, its defaults filled in: ``{"epsilon": ..., "window": ...}``."""
+    if not isinstance(value, dict) or set(value) - {"epsilon", "window"}:
+        raise SettingError(f"early_bird must be a mapping of epsilon and window, e.g. "
+                           f"{{\"epsilon\": 0.1, \"window\": 5}}, got {value!r}")
+    epsilon = value.get("epsilon", 0.1)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
+            not 0 < epsilon < 1:
+        raise SettingError(f"early_bird's epsilon must be a number strictly between 0 and 1 "
+                           f"(the fraction of mask entries two successive draws may differ "
+                           f"in), got {epsilon!r}")
+    return {"epsilon": float(epsilon),
+            "window": whole_number(value.get("window", 5), "early_bird's window")}

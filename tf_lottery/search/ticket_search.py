@@ -108,6 +108,11 @@ class LotteryTicketSearch:
         if not isinstance(run_dir, (str, os.PathLike)):
             raise SettingTypeError(f"run_dir must be a path, got {run_dir!r}")
         self.schedule, self.settings, self.options = schedule, settings, options
+        if options.early_bird and settings.criterion != "magnitude":
+            raise SettingError(f"early_bird draws the next masks by magnitude during a round; "
+                               f"criterion={settings.criterion!r} would draw them otherwise "
+                               "at its end: use criterion=\"magnitude\" or leave early_bird "
+                               "out")
         self.run_dir = RunDirectory(run_dir)
         self._check_execution_steps()
         self.steps_per_execution = None  # resolved for the model's engine by run()

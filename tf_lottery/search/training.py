@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_lottery.core.early_bird import EarlyBird
 from tf_lottery.core.masks import Masks
 from tf_lottery.engines import engine_for
 from tf_lottery.engines.fused import FusedSteps
@@ -38,6 +39,7 @@ class TrainingSpec(NamedTuple):
     masks: Masks
     start: RewindPoint              # the weights it starts from (pruned ones set to 0)
     capture: Optional[int] = None   # a step whose weights it captures (late rewinding)
+    early_bird: Optional[EarlyBird] = None  # when a ticket may end early (early_bird)
 
     @property
     def key(self) -> tuple:
@@ -92,7 +94,8 @@ def train(context: TrainingContext, spec: TrainingSpec) -> Outcome:
     tracker, backup, captured = _begin(context, spec)
     first_epoch = backup.restore(context.model, spec.masks) if backup else 0
     start_step = tracker.state.step
-    finished = start_step >= len(spec.steps) or tracker.state.diverged_at is not None
+    finished = start_step >= len(spec.steps) or tracker.state.diverged_at is not None \
+        or tracker.state.mask_drawn_at is not None
     if first_epoch and context.progress:
         context.progress.line(f"{spec.describe()}: " + (
             "finished before the interruption, restored" if finished else
@@ -133,7 +136,7 @@ def _begin(context: TrainingContext, spec: TrainingSpec):
                                   spec.masks.fraction_kept(), len(spec.steps))
         listeners.append(context.progress.evaluated)
     tracker = RoundTracker(context.options, context.evaluator, spec.steps, capture, listeners,
-                           context.batches_per_step)
+                           context.batches_per_step, spec.early_bird, spec.masks)
     backup = None
     if context.backups is not None:
         backup = EpochBackup(
@@ -204,7 +207,9 @@ def _record(spec: TrainingSpec, state, monitor: str) -> RoundRecord:
         final_test_accuracy=last.get("test_accuracy"),
         wall_time=state.seconds, monitor=monitor,
         val_metrics=_of_set(best, "val"), test_metrics=_of_set(best, "test"),
-        final_test_metrics=_of_set(last, "test"))
+        final_test_metrics=_of_set(last, "test"), mask_drawn_at=state.mask_drawn_at,
+        iterations_saved=None if state.mask_drawn_at is None else
+        spec.steps.stop - state.mask_drawn_at)
 
 
 def _of_set(metrics: dict, name: str) -> dict:
