@@ -103,3 +103,16 @@ def test_bad_early_bird_settings_are_refused(tmp_path, early_bird, message):
 def test_early_bird_with_another_criterion_is_refused(tmp_path):
     with pytest.raises(tfl.SettingError, match="early_bird draws the next masks by magnitude"):
         _search(tmp_path / "run", criterion="magnitude_increase")
+
+
+def test_the_cli_on_a_tf_keras_model(tmp_path):
+    from tf_lottery.cli.commands import main
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\nkeras: 2\nrounds: 1\nsteps_per_round: 20\n"
+                      "train_size: 600\nvalidation_size: 200\ntest_size: 200\neval_every: 5\n"
+                      "controls: []\nverbose: 0\nprune_rate: 0.5\n"
+                      "early_bird: {epsilon: 0.99, window: 2}\n")
+    assert main(["run", str(config)]) == 0
+    rows = tfl.SearchResult.load(tmp_path / "run").rows()
+    assert [(r["round"], r.get("mask_drawn_at"), r.get("iterations_saved")) for r in rows] == [
+        (0, 15, 5), (1, None, None)]
