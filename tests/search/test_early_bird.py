@@ -44,9 +44,15 @@ def test_the_distance_is_the_fraction_of_entries_that_differ():
     assert not settled([0.05], epsilon=0.1, window=2)  # too few draws yet
 
 
-def test_tickets_end_where_their_masks_settle_and_the_final_round_trains_in_full(splits,
-                                                                                tmp_path):
-    result = _search(tmp_path / "run").run(*splits)
+@pytest.fixture(scope="module")
+def straight(splits, tmp_path_factory):
+    """A search with early_bird run without interruption: its run directory and result."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    return run_dir, _search(run_dir).run(*splits)
+
+
+def test_tickets_end_where_their_masks_settle_and_the_final_round_trains_in_full(straight):
+    run_dir, result = straight
     # draws at 5, 10, 15: two distances under 0.99 by iteration 15, 5 iterations saved
     drawn = {(r.round, r.variant): (r.mask_drawn_at, r.iterations_saved)
              for r in result.records}
@@ -54,16 +60,16 @@ def test_tickets_end_where_their_masks_settle_and_the_final_round_trains_in_full
                      (1, "random_pruning"): (None, None), (2, "random_pruning"): (None, None)}
     assert all(r.early_stop_iteration <= 15 for r in result.records if r.mask_drawn_at)
     # round 1's masks are the draw from round 0's ticket as it was at iteration 15
-    masks0 = tfl.Masks.load(_round(tmp_path / "run", 0) / "ticket" / "masks.npz")
+    masks0 = tfl.Masks.load(_round(run_dir, 0) / "ticket" / "masks.npz")
     model = lenet_300_100((28, 28, 1), seed=3, keras=3)
-    trained = RewindPoint.load(_round(tmp_path / "run", 0) / "ticket" / "weights", model)
+    trained = RewindPoint.load(_round(run_dir, 0) / "ticket" / "weights", model)
     bird = EarlyBird(0.99, 2, {path: SCHEDULE.path_sparsity(path, 1) for path in masks0})
     draw = bird.draw({path: trained.values[path] * masks0[path] for path in masks0}, masks0)
-    masks1 = tfl.Masks.load(_round(tmp_path / "run", 1) / "ticket" / "masks.npz")
+    masks1 = tfl.Masks.load(_round(run_dir, 1) / "ticket" / "masks.npz")
     assert all(np.array_equal(draw[path], masks1[path]) for path in masks1)
     row = next(r for r in result.rows() if r["round"] == 0)
     assert row["mask_drawn_at"] == 15 and row["iterations_saved"] == 5
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
     assert config["early_bird"] == {"epsilon": 0.99, "window": 2}
 
 
@@ -75,8 +81,8 @@ class _InterruptAtSecondEpoch(Callback):
             raise KeyboardInterrupt
 
 
-def test_an_interrupted_round_resumes_to_the_same_draw(splits, tmp_path):
-    straight = _search(tmp_path / "straight").run(*splits)
+def test_an_interrupted_round_resumes_to_the_same_draw(splits, straight, tmp_path):
+    straight_dir, straight = straight
     with pytest.raises(KeyboardInterrupt):  # after round 0's backup at iteration 10
         _search(tmp_path / "resumed").run(*splits, callbacks=[_InterruptAtSecondEpoch()])
     resumed = _search(tmp_path / "resumed").run(*splits)
@@ -84,7 +90,7 @@ def test_an_interrupted_round_resumes_to_the_same_draw(splits, tmp_path):
         [r.to_dict() | {"wall_time": 0} for r in straight.records]
     for round_index in (0, 1, 2):
         a, b = (tfl.Masks.load(_round(run, round_index) / "ticket" / "masks.npz")
-                for run in (tmp_path / "straight", tmp_path / "resumed"))
+                for run in (straight_dir, tmp_path / "resumed"))
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 

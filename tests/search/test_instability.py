@@ -67,16 +67,6 @@ def test_paths_of_the_dense_network_and_a_ticket_written_and_resumed(splits, tmp
         (0, 0, 1), (1, 0, 1), (0, 10, 1), (1, 10, 1)]
 
 
-def test_a_tf_keras_ticket(splits, tmp_path):
-    search = _search(tmp_path / "run", keras=2)
-    search.run(*splits)
-    result = tfl.instability(search, *splits, rewind_steps=(10,), rounds=(1,), repetitions=1,
-                             points=3)
-    entry, = result.entries
-    assert entry["weights_remaining"] < 0.6 and np.isfinite(entry["error_barrier"])
-    assert entry["test_loss"][0] != entry["test_loss"][-1]
-
-
 def tf_value(event):
     return tf.make_ndarray(event.tensor_proto)
 
@@ -100,10 +90,10 @@ def test_refusals_write_nothing(splits, tmp_path):
     assert np.isfinite(result.entries[0]["loss_barrier"])
 
 
-def test_the_cli_measures_after_the_search(tmp_path, capsys):
+def test_the_cli_measures_a_tf_keras_ticket_after_the_search(tmp_path, capsys):
     from tf_lottery.cli.commands import main
     config = tmp_path / "c.yaml"
-    config.write_text(f"run_dir: {tmp_path / 'run'}\nkeras: 3\nrounds: 1\nsteps_per_round: 20\n"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\nkeras: 2\nrounds: 1\nsteps_per_round: 20\n"
                       "train_size: 600\nvalidation_size: 200\ntest_size: 300\neval_every: 10\n"
                       "controls: []\nverbose: 0\nprune_rate: 0.5\n")
     assert main(["instability", str(config), "--rounds", "0,1"]) == 2
@@ -115,6 +105,10 @@ def test_the_cli_measures_after_the_search(tmp_path, capsys):
     assert out[0].split()[:2] == ["round", "weights"] and len(out) == 1 + 2 + 1
     saved = json.loads((tmp_path / "run" / "instability" / "instability.json").read_text())
     assert len(saved["entries"]) == 2 and saved["setup"]["points"] == 3
+    ticket = saved["entries"][1]
+    assert ticket["round"] == 1 and ticket["weights_remaining"] < 0.6
+    assert np.isfinite(ticket["error_barrier"])
+    assert ticket["test_loss"][0] != ticket["test_loss"][-1]  # two different ends
     with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         main(["instability", str(config), "--rewind-steps", "0,x"])
     assert "expected whole numbers separated by commas, got '0,x'" in capsys.readouterr().err
