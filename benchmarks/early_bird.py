@@ -106,6 +106,9 @@ def _plot(results: dict, path: Path) -> None:
         high = np.array([row["test_accuracy_max"] for row in rows]) * 100 - mean
         axis.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, label=name)
     axis.set_xscale("log")
+    ticks = [100 * row["weights_remaining"] for row in next(iter(results.values()))["rounds"]]
+    axis.set_xticks(ticks, [f"{tick:.1f}" for tick in ticks])
+    axis.minorticks_off()
     axis.invert_xaxis()
     axis.set_xlabel("percent of weights remaining")
     axis.set_ylabel("ticket's test accuracy (%)")
