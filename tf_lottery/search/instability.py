@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery.core.masks import Masks
-from tf_lottery.foundations.atomic import read_json, replacing, write_json
+from tf_lottery.foundations.atomic import read_json, remove, replacing, write_json
 from tf_lottery.foundations.checks import whole_number
 from tf_lottery.foundations.errors import RunDirectoryError, SettingError
 from tf_lottery.imp.rewind import RewindPoint
@@ -120,23 +120,28 @@ class InstabilityResult:
 
     def save(self, folder) -> None:
         """Write ``instability.json``, ``instability.png`` and TensorBoard scalars
-        (``logs/``: the barriers against the rewind step, a run per round)."""
+        (``logs/``, written anew: the barriers against the rewind step, a run per round)."""
         folder = Path(folder)
-        write_json(folder / _FILE, {"setup": self.setup, "entries": list(self.entries),
-                                    "summary": self.summary()})
+        self.save_json(folder)
         with replacing(folder / "instability.png") as staged:
             staged.write_bytes(self.plot_png())
-        for round_index in sorted({row["round"] for row in self.summary()}):
-            logdir = folder / "logs" / f"round_{round_index:02d}"
-            writer = tf.summary.create_file_writer(str(logdir))
-            with writer.as_default():
-                for row in self.summary():
-                    if row["round"] == round_index:
-                        tf.summary.scalar("instability/error_barrier", row["error_barrier"],
-                                          step=row["rewind_step"])
-                        tf.summary.scalar("instability/loss_barrier", row["loss_barrier"],
-                                          step=row["rewind_step"])
-            writer.close()
+        summary = self.summary()
+        remove(folder / "logs")
+        with replacing(folder / "logs") as logs:
+            for round_index in sorted({row["round"] for row in summary}):
+                writer = tf.summary.create_file_writer(str(logs / f"round_{round_index:02d}"))
+                with writer.as_default():
+                    for row in summary:
+                        if row["round"] == round_index:
+                            for key in ("error_barrier", "loss_barrier"):
+                                tf.summary.scalar(f"instability/{key}", row[key],
+                                                  step=row["rewind_step"])
+                writer.close()
+
+    def save_json(self, folder) -> None:
+        """Write ``instability.json``: what a resumed analysis starts from."""
+        write_json(Path(folder) / _FILE, {"setup": self.setup, "entries": list(self.entries),
+                                          "summary": self.summary()})
 
     @classmethod
     def load(cls, folder) -> InstabilityResult:
@@ -181,9 +186,8 @@ def instability(search, train, validation, test, rewind_steps=(0,), rounds=(0,),
                                             repetition, points, search.schedule.steps_per_round,
                                             trial))
                     result = InstabilityResult(setup, tuple(entries))
-                    result.save(folder)
-        if not folder.joinpath(_FILE).is_file():
-            result.save(folder)
+                    result.save_json(folder)  # each repetition kept at once
+        result.save(folder)
     return result
 
 

@@ -188,7 +188,7 @@ class LotteryTicketSearch:
         points.save_theta0(first.model)
         context = TrainingContext(first.lottery, train, evaluation, self.options,
                                   self.steps_per_execution)
-        return PreparedTrial(context, points.theta0(first.model), first.lottery.masks, train)
+        return PreparedTrial(context, points.theta0(first.model), first.lottery.masks)
 
     def _inputs(self, data: tuple, data_identity) -> tuple:
         """The training input and the evaluation sets of ``(train, validation, test)``."""
@@ -442,7 +442,6 @@ class PreparedTrial(NamedTuple):
     context: TrainingContext        # the compiled LotteryModel and what trains it
     theta0: RewindPoint             # as on disk
     masks: Masks                    # round 0's: every weight kept
-    train: TrainingInput
 
 
 class _FirstTrial(NamedTuple):
