@@ -33,7 +33,10 @@ def _mlp(keras, seed=0):
 
 class _Trial:
     """A trial as the controls see it: θ0 of a plain model, its engine's gradients on the
-    first batches of the data (the search's Scoring), the ImpSettings."""
+    first batches of the data (the search's Scoring), the ImpSettings (weight tickets: no
+    channel groups)."""
+
+    channels = None
 
     def __init__(self, model, scope="layer", block_size=1):
         rng = np.random.default_rng(1)

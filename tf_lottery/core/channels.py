@@ -63,3 +63,14 @@ class ChannelPlan:
     def paths(self) -> list:
         """Every weight path channel pruning masks, in group order."""
         return [path for group in self.groups for path in group.paths()]
+
+    def to_config(self) -> dict:
+        return {"groups": [{"size": g.size, "scored": list(g.scored),
+                            "members": [list(member) for member in g.members]}
+                           for g in self.groups],
+                "left_dense": dict(self.left_dense)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ChannelPlan:
+        return cls(tuple(ChannelGroup(**group) for group in config["groups"]),
+                   config.get("left_dense", {}))

@@ -26,7 +26,8 @@ class Control:
 
     ``trial`` offers ``rewind_point()`` (where the ticket's rounds start: θ0, or the
     weights of iteration k under late rewinding), ``fresh_draw(seed)`` (every initializer
-    drawn again), ``settings`` (the ImpSettings: ``scope``, ``block_size``) and, for the
+    drawn again), ``settings`` (the ImpSettings: ``scope``, ``block_size``,
+    ``granularity``), ``channels`` (the model's ChannelPlan, or None) and, for the
     controls that need gradients (``needs_gradients``), the scorer methods of
     :mod:`tf_lottery.core.pai`. A control trains the same optimizer steps as the ticket.
     """
@@ -61,7 +62,9 @@ class RandomPruning(Control):
     name, label = "random_pruning", "random pruning"
 
     def masks(self, ticket_masks, seed, trial):
-        return random_pruning(_full(ticket_masks), ticket_masks.sparsity(), seed=seed)
+        structure = trial.settings.structure(trial.channels)
+        return random_pruning(_full(ticket_masks), ticket_masks.sparsity(), seed=seed,
+                              scope="layer", channels=structure["channels"])
 
     def start(self, trial, seed):
         return trial.rewind_point()
@@ -70,15 +73,15 @@ class RandomPruning(Control):
 class PruningAtInit(Control):
     """θ0 pruned in one shot by a score (:mod:`tf_lottery.core.pai`) to the ticket's
     sparsity: per layer as the ticket's masks (``scope="layer"``), or as many weights in all
-    chosen over every layer (``scope="global"``); in blocks under ``block_size``. It trains
+    chosen over every layer (``scope="global"``); in blocks under ``block_size``, whole
+    channels under ``granularity="channel"``. It trains
     from where the ticket does (θ0, or the rewind point, scored there: Frankle et al. 2021
     prune "early in training" so too)."""
 
     def masks(self, ticket_masks, seed, trial):
-        theta0, settings = trial.rewind_point().values, trial.settings
+        theta0 = trial.rewind_point().values
         return keep_highest(self.scores(trial, theta0, list(ticket_masks)), _full(ticket_masks),
-                            ticket_masks.sparsity(), scope=settings.scope,
-                            block_size=settings.block_size)
+                            ticket_masks.sparsity(), **trial.settings.structure(trial.channels))
 
     def scores(self, trial, theta0: dict, paths: list) -> dict:
         raise NotImplementedError
@@ -111,10 +114,9 @@ class SynFlow(PruningAtInit):
     name, label, needs_gradients = "synflow", "SynFlow", True
 
     def masks(self, ticket_masks, seed, trial):
-        settings = trial.settings
         return pai.synflow_masks(trial, trial.rewind_point().values, _full(ticket_masks),
-                                 ticket_masks.sparsity(), scope=settings.scope,
-                                 block_size=settings.block_size)
+                                 ticket_masks.sparsity(),
+                                 **trial.settings.structure(trial.channels))
 
 
 class MagnitudeInit(PruningAtInit):

@@ -28,19 +28,20 @@ from tf_lottery.core.masks import Masks, next_masks
 class EarlyBird:
     """When one ticket training may stop: ``epsilon`` and ``window`` (the search's
     ``early_bird`` setting), and how its draws are made (the next round's ``sparsity`` per
-    weight path, the search's ``scope`` and ``block_size``)."""
+    weight path, and the search's structure: ``keep_highest``'s ``scope``, ``block_size``
+    and ``channels``, with ``refill``)."""
 
     epsilon: float
     window: int
     sparsity: dict
-    scope: str = "layer"
-    block_size: int = 1
+    structure: dict = dataclasses.field(default_factory=dict)
+    refill: bool = False
 
     def draw(self, weights: dict, masks: Masks) -> Masks:
         """The next round's masks by the magnitude of ``weights`` (the survivors of
         ``masks``)."""
         return next_masks(weights, masks, self.sparsity, criterion="magnitude",
-                          scope=self.scope, block_size=self.block_size)
+                          refill=self.refill, **self.structure)
 
 
 def mask_distance(a: Masks, b: Masks) -> float:

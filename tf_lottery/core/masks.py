@@ -7,8 +7,9 @@ masks are nested from round to round.
 
 A *criterion* is one registered function that scores the weights of one tensor, given its
 trained values, its values at the rewind point and a random generator; the highest scores
-survive. Selection (per layer or one threshold over all) and block structure
-(``block_size``) apply to any criterion. A new criterion is one function::
+survive. Selection (per layer or one threshold over all) and structure (blocks of ``block_size``
+weights, or whole channels: a :class:`~tf_lottery.core.channels.ChannelPlan`) apply to any
+criterion. A new criterion is one function::
 
     @criterion("magnitude_increase")
     def magnitude_increase(trained, initial, rng):
@@ -28,11 +29,14 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from tf_lottery.core.channels import ChannelPlan
 from tf_lottery.foundations.atomic import replacing
 from tf_lottery.foundations.checks import one_of, whole_number
+from tf_lottery.foundations.errors import SettingError
 
 SCOPES = ("layer", "global")
 CRITERIA: dict[str, Callable] = {}
@@ -185,13 +189,16 @@ def _unblock(block_mask: np.ndarray, block_size: int, shape: tuple) -> np.ndarra
 
 
 def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope: str = "layer",
-               block_size: int = 1, seed: int = 0, initial=None) -> Masks:
+               block_size: int = 1, seed: int = 0, initial=None,
+               channels: Optional[ChannelPlan] = None, refill: bool = False) -> Masks:
     """The masks of the next round: the survivors of ``masks`` that ``criterion`` scores
     highest, down to the target ``sparsity`` per path.
 
     ``weights`` are the trained values and ``initial`` the rewind point's (path -> array;
-    needed by criteria that compare the two). Selection (``scope``, ``block_size``) as in
-    :func:`keep_highest`.
+    needed by criteria that compare the two). Selection (``scope``, ``block_size``,
+    ``channels``) as in :func:`keep_highest`. ``refill`` (with ``channels``; Chen et al.
+    2022, "Coarsening the Granularity"): prune single weights first, then keep whole the
+    channels with the most surviving weights, as many channels as the round keeps weights.
     """
     score = CRITERIA[one_of(criterion, "criterion", CRITERIA)]
     rng = np.random.default_rng(seed)
@@ -200,11 +207,28 @@ def next_masks(weights, masks, sparsity, *, criterion: str = "magnitude", scope:
         trained = np.asarray(weights[key], dtype=np.float64)
         start = None if initial is None else np.asarray(initial[key], dtype=np.float64)
         scores[key] = score(trained, start, rng)
-    return keep_highest(scores, masks, sparsity, scope=scope, block_size=block_size)
+    if refill:
+        if channels is None:
+            raise SettingError("refill chooses whole channels: it needs granularity=\"channel\"")
+        scores = refill_scores(scores, keep_highest(scores, masks, sparsity, scope=scope))
+    return keep_highest(scores, masks, sparsity, scope=scope, block_size=block_size,
+                        channels=channels)
 
 
-def keep_highest(scores, masks, sparsity, *, scope: str = "layer",
-                 block_size: int = 1) -> Masks:
+def refill_scores(scores: Mapping[str, np.ndarray], survivors: Masks) -> dict:
+    """Scores under which a channel's total is the count of its ``survivors`` (the weights
+    unstructured pruning keeps), ties broken by the channel's ``scores``: each weight
+    scores 1 if it survives, plus its |score| scaled so that a whole tensor adds less
+    than 1."""
+    refilled = {}
+    for key, survived in survivors.items():
+        magnitude = np.abs(np.asarray(scores[key], dtype=np.float64))
+        refilled[key] = survived + magnitude / (magnitude.sum() + 1.0)
+    return refilled
+
+
+def keep_highest(scores, masks, sparsity, *, scope: str = "layer", block_size: int = 1,
+                 channels: Optional[ChannelPlan] = None) -> Masks:
     """The survivors of ``masks`` with the highest ``scores`` (path -> array of the
     weight's shape), down to the target ``sparsity`` per path.
 
@@ -214,7 +238,7 @@ def keep_highest(scores, masks, sparsity, *, scope: str = "layer",
     input axis (axis -2: the rows of a Dense kernel, the input channels of a convolution)
     for one output unit, the layout TFLite's sparse kernels accelerate (1x4 float, 1x16
     int8); a block scores the sum of its surviving weights' scores and targets are met in
-    blocks.
+    blocks. ``channels`` prunes whole channels instead (:func:`keep_channels`).
 
     Example::
 
@@ -224,6 +248,11 @@ def keep_highest(scores, masks, sparsity, *, scope: str = "layer",
     one_of(scope, "scope", SCOPES)
     block_size = whole_number(block_size, "block_size")
     fractions = _kept_fractions(masks, sparsity)
+    if channels is not None:
+        if block_size > 1:
+            raise SettingError("block_size and granularity=\"channel\" are two structures; "
+                               "choose one (whole channels leave no blocks to prune)")
+        return keep_channels(scores, masks, fractions, channels, scope)
     chosen_scores, alive = {}, {}
     for key in masks:
         chosen_scores[key] = np.asarray(scores[key], dtype=np.float64)
@@ -239,15 +268,67 @@ def keep_highest(scores, masks, sparsity, *, scope: str = "layer",
     return Masks(chosen)
 
 
+def keep_channels(scores, masks, kept_fractions, channels: ChannelPlan,
+                  scope: str = "layer") -> Masks:
+    """The survivors of ``masks`` in whole channels: each group of ``channels`` keeps its
+    channels with the highest total score of their surviving entries in the group's scored
+    kernels (magnitude: the L1 norm of the trained filter), as many as the kept fraction of
+    its first scored kernel; ``scope="global"`` compares channels of every group by their
+    mean score per entry, keeping as many in total. Every member weight of a pruned channel
+    is pruned (a Conv kernel's filter, its bias, the BatchNormalization gamma and beta
+    after it), so the channel outputs exact zeros. Paths in no group keep their masks.
+
+    Example::
+
+        group = ChannelGroup(2, ("conv/kernel",), (("conv/kernel", -1), ("conv/bias", -1)))
+        keep_channels({"conv/kernel": k, "conv/bias": b}, masks, {"conv/kernel": 0.5, ...},
+                      ChannelPlan((group,)))      # the filter of larger L1 norm survives
+    """
+    one_of(scope, "scope", SCOPES)
+    totals, alive, fractions = {}, {}, {}
+    for index, group in enumerate(channels.groups):
+        total = np.zeros(group.size)
+        alive[index] = np.zeros(group.size, dtype=bool)
+        entries = 0
+        for path in group.scored:
+            kept = np.asarray(masks[path], dtype=bool)
+            total += _per_channel(np.asarray(scores[path], dtype=np.float64) * kept)
+            alive[index] |= _per_channel(kept) > 0
+            entries += kept.size // group.size
+        totals[index] = total / entries if scope == "global" else total
+        fractions[index] = kept_fractions[group.scored[0]]
+    chosen = _select(totals, alive, fractions, scope)
+    result = {key: np.asarray(mask, dtype=bool) for key, mask in masks.items()}
+    for index, group in enumerate(channels.groups):
+        for path, axis in group.members:
+            result[path] = result[path] & _along(chosen[index], axis, result[path].shape)
+    return Masks(result)
+
+
+def _per_channel(array: np.ndarray) -> np.ndarray:
+    """The sum over every axis but the last (a kernel's output channels)."""
+    return array.reshape(-1, array.shape[-1]).sum(axis=0)
+
+
+def _along(keep: np.ndarray, axis: int, shape: tuple) -> np.ndarray:
+    """``keep`` (one entry per channel) broadcast over ``shape``, channels on ``axis``."""
+    view = [1] * len(shape)
+    view[axis] = keep.size
+    return np.broadcast_to(keep.reshape(view), shape)
+
+
 def magnitude(weights, masks, sparsity, scope: str = "layer") -> Masks:
     """Keep the largest-magnitude surviving weights, down to the target ``sparsity`` per path."""
     return next_masks(weights, masks, sparsity, criterion="magnitude", scope=scope)
 
 
-def random_pruning(masks, sparsity, seed: int, scope: str = "layer") -> Masks:
-    """Random survivors at the target ``sparsity`` (the random-pruning control)."""
+def random_pruning(masks, sparsity, seed: int, scope: str = "layer",
+                   channels: Optional[ChannelPlan] = None) -> Masks:
+    """Random survivors at the target ``sparsity`` (the random-pruning control); random
+    whole channels under ``channels``."""
     shapes = {key: np.zeros(np.shape(mask)) for key, mask in masks.items()}
-    return next_masks(shapes, masks, sparsity, criterion="random", scope=scope, seed=seed)
+    return next_masks(shapes, masks, sparsity, criterion="random", scope=scope, seed=seed,
+                      channels=channels)
 
 
 def block_magnitude(weights, masks, sparsity, block_size: int, scope: str = "layer") -> Masks:

@@ -65,17 +65,18 @@ def synflow_scores(scorer, theta0: dict, masks) -> dict:
     return {path: np.abs(_f64(gradients[path]) * _f64(values[path])) for path in masks}
 
 
-def synflow_masks(scorer, theta0: dict, full: Masks, sparsity: dict, *, scope: str = "layer",
-                  block_size: int = 1, iterations: int = SYNFLOW_ITERATIONS) -> Masks:
+def synflow_masks(scorer, theta0: dict, full: Masks, sparsity: dict, *,
+                  iterations: int = SYNFLOW_ITERATIONS, **structure) -> Masks:
     """SynFlow's iterative pruning: ``iterations`` rounds of scoring with the masks so far
     applied, the kept fraction falling exponentially to ``1 - sparsity`` (the paper's
-    schedule, ganguli-lab/Synaptic-Flow ``prune_loop``)."""
+    schedule, ganguli-lab/Synaptic-Flow ``prune_loop``); ``structure``: keep_highest's
+    ``scope``, ``block_size``, ``channels``."""
     masks = full
     for step in range(1, iterations + 1):
         scores = synflow_scores(scorer, theta0, masks)
         partial = {path: 1.0 - (1.0 - sparsity[path]) ** (step / iterations)
                    for path in masks}
-        masks = keep_highest(scores, masks, partial, scope=scope, block_size=block_size)
+        masks = keep_highest(scores, masks, partial, **structure)
     return masks
 
 

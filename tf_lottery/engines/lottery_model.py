@@ -13,6 +13,7 @@ import abc
 import math
 from pathlib import Path
 
+from tf_lottery.core.channels import ChannelPlan
 from tf_lottery.core.masks import Masks, masked
 from tf_lottery.core.plan import epoch_length
 from tf_lottery.engines.callbacks import Callback
@@ -62,6 +63,7 @@ class LotteryModel:
 
     engine = None        # the Engine of the concrete class
     stripped = False     # strip_pruning detached the weights: no more training
+    channel_plan = None  # the ChannelPlan of a channel ticket (granularity="channel")
     _driver = None       # the RoundDriver, once attached
     # rebuilds a saved driver from its config: set by the IMP layer (tf_lottery.imp)
     driver_from_config = None
@@ -225,12 +227,18 @@ class LotteryModel:
                 "model itself, or wrap it again with prune_with_rewinding")
 
     def lottery_config(self) -> dict:
-        """What a saved LotteryModel needs besides its layers: its driver's config, if any."""
-        return {} if self._driver is None else {"lottery": self._driver.get_config()}
+        """What a saved LotteryModel needs besides its layers: its driver's config, if any,
+        and its channel groups."""
+        config = {} if self._driver is None else {"lottery": self._driver.get_config()}
+        if self.channel_plan is not None:
+            config["channel_plan"] = self.channel_plan.to_config()
+        return config
 
     def restore_lottery(self, config: dict) -> None:
         if "lottery" in config:
             self.attach(type(self).driver_from_config(config["lottery"]))
+        if "channel_plan" in config:
+            self.channel_plan = ChannelPlan.from_config(config["channel_plan"])
 
 
 def batches_per_epoch(x, batch_size, fit_kwargs: dict):

@@ -119,9 +119,21 @@ class PruneLowMagnitude(_TFMOTPruneLowMagnitude):
     ConstantSparsity and PolynomialDecay and returns others as strings. A training call
     checks the LotteryModel's :class:`TrainingGuard` (``training_guard``): a training loop
     that no one counts steps of is refused.
+
+    ``pruned_weights`` names the layer's weights it masks where they are not TF-MOT's
+    (``["kernel", "bias"]`` of a channel ticket's Conv2D, ``["gamma", "beta"]`` of the
+    BatchNormalization after it); saved with the config.
     """
 
     training_guard = None  # the guard of the LotteryModel it belongs to
+
+    def __init__(self, layer, pruned_weights=None, **kwargs):
+        self.pruned_weight_names = None if pruned_weights is None else list(pruned_weights)
+        if pruned_weights is not None:
+            names = tuple(pruned_weights)
+            layer.get_prunable_weights = lambda: [
+                variable for variable in layer.weights if _short_name(variable) in names]
+        super().__init__(layer, **kwargs)
 
     def call(self, inputs, training=None, **kwargs):
         if training is None:
@@ -143,6 +155,12 @@ class PruneLowMagnitude(_TFMOTPruneLowMagnitude):
             variable = getattr(weight, "_variable", weight)  # AutoCastVariable -> its variable
             updates.append(variable.assign(variable * tf.cast(mask, variable.dtype)))
         return tf.group(updates)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.pruned_weight_names is not None:
+            config["pruned_weights"] = self.pruned_weight_names
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -274,14 +292,16 @@ class TfKerasEngine(Engine):
                 "prune_low_magnitude; tf_lottery wraps the plain model itself. Strip it first "
                 "(tfmot.sparsity.keras.strip_pruning(model)) and pass the result.")
         pruned = set(pruned_paths)
-        to_wrap = {id(layer) for prefix, layer in self.layers(model)
+        to_wrap = {id(layer): self._pruned_names(layer, prefix, pruned)
+                   for prefix, layer in self.layers(model)
                    if pruned & set(self.weight_paths(layer, prefix))}
 
         def clone(layer):
             if isinstance(layer, keras.Model):
                 return keras.models.clone_model(layer, clone_function=clone)
             if id(layer) in to_wrap:
-                return PruneLowMagnitude(layer, pruning_schedule=RoundsSchedule(schedule))
+                return PruneLowMagnitude(layer, pruned_weights=to_wrap[id(layer)],
+                                         pruning_schedule=RoundsSchedule(schedule))
             return layer
         clone_ = keras.models.clone_model(model, clone_function=clone)
         lottery = TfKerasLotteryModel(inputs=clone_.inputs, outputs=clone_.outputs,
@@ -291,6 +311,15 @@ class TfKerasEngine(Engine):
                 layer.pruning_step.assign(0)
         lottery.guard_wrappers()
         return lottery
+
+    def _pruned_names(self, layer, prefix: str, pruned: set):
+        """The short names of ``layer``'s weights in ``pruned``, or None where they are the
+        ones TF-MOT prunes by default."""
+        paths = self.weight_paths(layer, prefix)
+        names = [path.rsplit("/", 1)[-1] for path in paths if path in pruned]
+        defaults = {id(variable) for variable in self.default_prunable(layer)}
+        return None if {id(paths[path]) for path in paths if path in pruned} == defaults \
+            else names
 
     def training_guard(self, model) -> TrainingGuard:
         return model.training_guard

@@ -24,15 +24,16 @@ def trained_masks(model, schedule, settings: ImpSettings, next_round: int,
     """The masks of ``next_round`` for a prepared ``model`` at the end of its round: see
     :func:`chosen_masks`."""
     return chosen_masks(model.masked_weights(), model.masks, schedule, settings, next_round,
-                        initial, label)
+                        initial, label, channels=model.channel_plan)
 
 
 def chosen_masks(weights: dict, masks: Masks, schedule, settings: ImpSettings,
                  next_round: int, initial: Optional[RewindPoint] = None,
-                 label: str = "") -> Masks:
+                 label: str = "", channels=None) -> Masks:
     """The masks of ``next_round``, chosen among the survivors of ``masks`` by the trained
     ``weights`` (path -> masked values) and, for criteria that use them, the weights at the
-    rewind point ``initial``.
+    rewind point ``initial``; in whole channels of ``channels`` (a ChannelPlan) under
+    ``granularity="channel"``.
 
     Raises DivergedError, changing nothing, if a surviving weight is not finite.
     """
@@ -44,9 +45,9 @@ def chosen_masks(weights: dict, masks: Masks, schedule, settings: ImpSettings,
             "Lower the learning rate or clip gradients, then train again.")
     sparsity = {path: schedule.path_sparsity(path, next_round) for path in masks}
     return next_masks(weights, masks, sparsity, criterion=settings.criterion,
-                      scope=settings.scope, block_size=settings.block_size,
-                      seed=settings.seed + next_round,
-                      initial=None if initial is None else initial.values)
+                      seed=settings.seed + next_round, refill=settings.refill,
+                      initial=None if initial is None else initial.values,
+                      **settings.structure(channels))
 
 
 def start_round(model, masks: Masks, start_from: Optional[RewindPoint]) -> None:

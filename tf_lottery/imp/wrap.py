@@ -15,6 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Optional
 
+from tf_lottery.core.channels import ChannelPlan
 from tf_lottery.core.schedule import RewindingSchedule, check_schedule, from_tfmot
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import LotteryModel, engine_for
@@ -41,8 +42,8 @@ def prune_with_rewinding(model, schedule: Optional[RewindingSchedule] = None, *,
       checkpoint_dir: where the rewind checkpoints go; must not hold one already.
       **settings: the :class:`~tf_lottery.ImpSettings`: ``rewind_to`` (0 / "init", an
         iteration k, "lr", None), ``scope`` ("layer", "global"), ``criterion``
-        ("magnitude", "magnitude_increase", "random"), ``block_size``, ``exclude``,
-        ``prunable``, ``seed``.
+        ("magnitude", "magnitude_increase", "random"), ``block_size``, ``granularity``
+        ("weight", "channel"), ``refill``, ``exclude``, ``prunable``, ``seed``.
 
     Example::
 
@@ -77,13 +78,42 @@ def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> Lotter
         raise SettingError(
             f"rewind_to={settings.rewind_to} lies beyond the first round "
             f"({schedule.steps_per_round} steps); the rewind point is captured in round 0")
-    pruned = pruned_paths(engine, model, schedule, settings)
-    return engine.prepare(model, schedule, settings, pruned)
+    channels = channel_groups(model, settings)
+    pruned = pruned_paths(engine, model, schedule, settings, channels)
+    lottery = engine.prepare(model, schedule, settings, pruned)
+    lottery.channel_plan = channels
+    return lottery
 
 
-def pruned_paths(engine, model, schedule: RewindingSchedule, settings: ImpSettings) -> list:
+def channel_groups(model, settings: ImpSettings) -> Optional[ChannelPlan]:
+    """The channel groups a channel ticket prunes (None unless ``granularity="channel"``):
+    the model graph's (:func:`tf_lottery.engines.channel_graph.channel_plan`), a group
+    with a weight of an ``exclude``\ d layer left dense."""
+    if settings.granularity != "channel":
+        return None
+    from tf_lottery.engines.channel_graph import channel_plan  # TODO(merge): top-level
+    plan = channel_plan(model)
+    groups, left_dense = [], dict(plan.left_dense)
+    for group in plan.groups:
+        excluded = [name for path in group.paths() for name in path.split("/")[:-1]
+                    if name in settings.exclude]
+        if excluded:
+            left_dense.update(dict.fromkeys(group.scored, f"exclude names {excluded[0]!r}"))
+        else:
+            groups.append(group)
+    if not groups:
+        reasons = "; ".join(f"{path}: {why}" for path, why in left_dense.items())
+        raise SettingError(f"granularity=\"channel\" finds no channel to prune in this model "
+                           f"({reasons or 'it has no Conv, Dense or SeparableConv layer'}); "
+                           "prune single weights (granularity=\"weight\") instead")
+    return ChannelPlan(groups, left_dense)
+
+
+def pruned_paths(engine, model, schedule: RewindingSchedule, settings: ImpSettings,
+                 channels: Optional[ChannelPlan] = None) -> list:
     """The paths of the weights IMP prunes: each layer's default prunable weights and the
-    ``prunable`` patterns, outside ``exclude``. Refuses names the model does not have."""
+    ``prunable`` patterns, outside ``exclude`` (or every weight of the ``channels``
+    groups). Refuses names the model does not have."""
     layers = engine.layers(model)
     names = sorted({part for prefix, layer in layers
                     for part in f"{prefix}{engine.layer_name(layer)}".split("/")})
@@ -94,6 +124,8 @@ def pruned_paths(engine, model, schedule: RewindingSchedule, settings: ImpSettin
                 raise SettingError(f"{what} names layer {name!r}, which the model does not "
                                    f"have.{did_you_mean(name, names)} Its layers: "
                                    f"{', '.join(names)}")
+    if channels is not None:
+        return channels.paths()
     paths, unsupported = [], []
     for prefix, layer in layers:
         owners = f"{prefix}{engine.layer_name(layer)}".split("/")

@@ -46,6 +46,7 @@ class TrialSetup:
     summaries: object = None        # the SearchSummaries writing TensorBoard logs (or None)
     progress: object = None         # the Progress printing to the terminal (or None)
     scoring: object = None          # the Scoring of pruning-at-initialization controls
+    channels: object = None         # the model's ChannelPlan (granularity="channel")
 
     @property
     def plan(self) -> RoundPlan:
@@ -59,16 +60,17 @@ class TrialSetup:
             return self.plan.steps(round_index)
         return range(0, self.schedule.steps_per_round)
 
-    def early_bird(self, round_index: int, masks: Masks):
-        """When round ``round_index``'s ticket (under ``masks``) may end early (None: it
-        trains in full; the final round always does, having no next masks to draw)."""
+    def early_bird(self, round_index: int, masks: Masks, channels=None):
+        """When round ``round_index``'s ticket (under ``masks``, in the groups of
+        ``channels`` for channel tickets) may end early (None: it trains in full; the final
+        round always does, having no next masks to draw)."""
         options, settings = self.options, self.settings
         if not options.early_bird or round_index >= self.schedule.rounds:
             return None
         sparsity = {path: self.schedule.path_sparsity(path, round_index + 1)
                     for path in masks}
-        return EarlyBird(**options.early_bird, sparsity=sparsity, scope=settings.scope,
-                         block_size=settings.block_size)
+        return EarlyBird(**options.early_bird, sparsity=sparsity,
+                         structure=settings.structure(channels), refill=settings.refill)
 
     def round_seed(self, trial: int, round_index: int, variant: str) -> int:
         """The seed of one training: shuffling, dropout and the controls' draws."""
@@ -119,6 +121,11 @@ class TrialRounds:
         """The ImpSettings (``scope``, ``block_size``: how controls select their masks)."""
         return self.setup.settings
 
+    @property
+    def channels(self):
+        """The model's ChannelPlan under ``granularity="channel"`` (else None)."""
+        return self.setup.channels
+
     def loss_gradients(self, values: dict, paths: list, temperature: float = 1.0,
                        vector=None) -> dict:
         """The trial model's loss gradients (or Hessian-vector products) at ``values``."""
@@ -145,7 +152,7 @@ class TrialRounds:
         capture = self.points.capture_step if round_index == 0 else None
         specs = [TrainingSpec(self.trial, round_index, "ticket", seed,
                               setup.steps("ticket", round_index), masks, start, capture,
-                              setup.early_bird(round_index, masks))]
+                              setup.early_bird(round_index, masks, self.channels))]
         for name in setup.options.controls if round_index > 0 else ():
             control, seed = CONTROLS[name], setup.round_seed(self.trial, round_index, name)
             specs.append(TrainingSpec(self.trial, round_index, name, seed,
@@ -177,7 +184,7 @@ class TrialRounds:
         if spec.round < setup.schedule.rounds:
             masks = chosen_masks(outcome.weights, spec.masks, setup.schedule, setup.settings,
                                  spec.round + 1, initial=self.rewind_point(),
-                                 label=f"trial {self.trial}, ")
+                                 label=f"trial {self.trial}, ", channels=self.channels)
             self._next_masks[spec.round] = masks
             self._make_round(spec.round + 1, masks,
                              self.points.start(self.model) or trained)

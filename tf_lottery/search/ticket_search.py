@@ -154,7 +154,8 @@ class LotteryTicketSearch:
         template, first = self._first_models(trials[0], evaluation["val"])
         config, architecture = self._adopt_run_directory(template, first.lottery, train,
                                                          evaluation, keep)
-        setup = self._trial_setup(config, trials, callbacks, train)
+        setup = self._trial_setup(config, trials, callbacks, train,
+                                  first.lottery.channel_plan)
         with contextlib.ExitStack() as held:
             for index in trials:
                 held.enter_context(self.run_dir.locked(index))
@@ -236,7 +237,7 @@ class LotteryTicketSearch:
         """The config.json keys the search worked out from the user's "auto"."""
         return ("steps_per_execution",) if self.options.steps_per_execution == "auto" else ()
 
-    def _trial_setup(self, config: dict, trials, callbacks, train) -> TrialSetup:
+    def _trial_setup(self, config: dict, trials, callbacks, train, channels) -> TrialSetup:
         options = self.options
         summaries = SearchSummaries(self.run_dir.path / "logs", config,
                                     {**config["schedule"], **config["settings"]}) \
@@ -245,7 +246,8 @@ class LotteryTicketSearch:
                            steps_per_execution=self.steps_per_execution, run_dir=self.run_dir,
                            callbacks=tuple(callbacks), summaries=summaries,
                            scoring=Scoring(train, options.loss or DEFAULT_LOSS,
-                                           self.settings.seed))
+                                           self.settings.seed),
+                           channels=channels)
         return dataclasses.replace(setup, progress=Progress(
             self._steps_to_run(setup, trials), options.trials, self.schedule.rounds,
             options.monitor, options.verbose))

@@ -1,8 +1,9 @@
 """The paper's architectures, with its Gaussian Glorot initialisation, for either Keras.
 
 Lenet-300-100 for MNIST-sized inputs and Conv-2/4/6 (Frankle & Carbin, figure 2) for
-CIFAR-10-sized ones, built with tf_keras (``keras=2``, the default) or Keras 3
-(``keras=3``). ``build(name, ...)`` looks them up by the names configs use.
+CIFAR-10-sized ones; for channel tickets, keras-io's MNIST convnet and a small
+MobileNetV2. Built with tf_keras (``keras=2``, the default) or Keras 3 (``keras=3``).
+``build(name, ...)`` looks them up by the names configs use.
 
 Example::
 
@@ -78,8 +79,85 @@ def conv_net(name: str, input_shape=(32, 32, 3), classes: int = 10, seed: int | 
     return keras.Sequential(layers, name=name)
 
 
+def mnist_convnet(input_shape=(28, 28, 1), classes: int = 10, seed: int | None = None,
+                  keras: int = 2):
+    """keras-io's "Simple MNIST convnet": two 3x3 convolutions (32, 64 filters, ReLU) each
+    followed by a 2x2 max-pool, dropout 0.5, logits out (layers conv_1, conv_2, output).
+
+    Example::
+
+        model = mnist_convnet(seed=0, keras=3)   # 34,826 parameters
+    """
+    keras = keras_module(keras)
+    layers = [keras.Input(shape=tuple(input_shape), name="input")]
+    for index, filters in enumerate((32, 64), start=1):
+        layers += [keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv_{index}",
+                                       kernel_initializer=_initializer(keras, seed, index)),
+                   keras.layers.MaxPooling2D(2, name=f"pool_{index}")]
+    layers += [keras.layers.Flatten(name="flatten"),
+               keras.layers.Dropout(0.5, name="dropout"),
+               keras.layers.Dense(classes, kernel_initializer=_initializer(keras, seed, 100),
+                                  name="output")]
+    return keras.Sequential(layers, name="mnist_convnet")
+
+
+# MobileNetV2's inverted-residual stages (expansion, channels, blocks, first stride),
+# shortened for 32x32 inputs (Sandler et al. 2018, table 2, without the last three stages)
+_MOBILENET_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2))
+
+
+def mobilenet_v2(input_shape=(32, 32, 3), classes: int = 10, seed: int | None = None,
+                 keras: int = 2, width: float = 0.5):
+    """A small MobileNetV2 (functional): inputs padded to a multiple of 32 (28x28 ->
+    32x32), a 3x3 stem, four stages of inverted residual blocks (1x1 expansion, 3x3
+    depthwise, 1x1 linear projection, BatchNormalization, ReLU6, residual additions),
+    a 1x1 head of 256 * ``width`` channels, global average pooling and logits.
+
+    Example::
+
+        model = mobilenet_v2((28, 28, 1), seed=0, keras=3)   # Fashion-MNIST sized
+    """
+    keras = keras_module(keras)
+    layers, counter = keras.layers, iter(range(1, 1000))
+
+    def conv(x, filters, size, name, stride=1, relu=True, depthwise=False):
+        init = _initializer(keras, seed, next(counter))
+        x = layers.DepthwiseConv2D(size, stride, padding="same", use_bias=False,
+                                   depthwise_initializer=init, name=name)(x) if depthwise \
+            else layers.Conv2D(filters, size, stride, padding="same", use_bias=False,
+                               kernel_initializer=init, name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
+
+    def channels(count):
+        return max(8, int(count * width + 4) // 8 * 8)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    pad = [(-side % 32) // 2 for side in input_shape[:2]]
+    x = layers.ZeroPadding2D(((pad[0], pad[0]), (pad[1], pad[1])), name="pad")(inputs) \
+        if any(pad) else inputs
+    x = conv(x, channels(32), 3, "stem", stride=1)
+    for stage, (expansion, filters, blocks, stride) in enumerate(_MOBILENET_STAGES, start=1):
+        for block in range(1, blocks + 1):
+            name, start = f"block_{stage}_{block}", x
+            wide = int(x.shape[-1]) * expansion
+            if expansion > 1:
+                x = conv(x, wide, 1, f"{name}_expand")
+            x = conv(x, wide, 3, f"{name}_depthwise", stride if block == 1 else 1,
+                     depthwise=True)
+            x = conv(x, channels(filters), 1, f"{name}_project", relu=False)
+            if block > 1:
+                x = layers.Add(name=f"{name}_add")([start, x])
+    x = conv(x, channels(256), 1, "head")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(classes, kernel_initializer=_initializer(keras, seed, 999),
+                           name="output")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
 MODELS = {"lenet_300_100": lenet_300_100,
-          **{name: functools.partial(conv_net, name) for name in _CONV_BLOCKS}}
+          **{name: functools.partial(conv_net, name) for name in _CONV_BLOCKS},
+          "mnist_convnet": mnist_convnet, "mobilenet_v2": mobilenet_v2}
 
 
 def build(name: str, input_shape, classes: int, seed: int | None = None, keras: int = 2):
