@@ -16,6 +16,7 @@ Example::
     report.speedup, report.size_reduction, report.exported_accuracy
 """
 
+from tf_lottery.export.cost import GRANULARITIES, SPARSITIES, CostEstimate, cost_estimate
 from tf_lottery.export.kernels import OpKernel
 from tf_lottery.export.latency import Latency
 from tf_lottery.export.pipeline import (
@@ -122,7 +123,8 @@ def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True
 
 export_tflite.__signature__ = keyword_signature(export_tflite, TFLiteFormat)
 
-__all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "LATENCY_RUNS", "QUANTIZE",
-           "RANDOM_SAMPLES", "SAVED_MODELS_DIR", "ExportError", "ExportFormat", "ExportReport",
-           "ExportedModel", "Latency", "OpKernel", "SavedModelFormat", "TFLiteFormat",
+__all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "GRANULARITIES",
+           "LATENCY_RUNS", "QUANTIZE", "RANDOM_SAMPLES", "SAVED_MODELS_DIR", "SPARSITIES",
+           "CostEstimate", "ExportError", "ExportFormat", "ExportReport", "ExportedModel",
+           "Latency", "OpKernel", "SavedModelFormat", "TFLiteFormat", "cost_estimate",
            "export_model", "export_saved_model", "export_tflite", "report_path"]
