@@ -333,5 +333,5 @@ def test_estimate_prints_the_multiply_adds_of_the_configs_model(tmp_path, capsys
     assert "235,200" in out and "266,200" in out  # lenet_300_100: 784x300 of 784x300x100x10
     assert "1x4 at 90/95%" in out and "even/faster" in out
     assert main(["estimate", str(_tiny(tmp_path)), "--sparsities", "0.9,1.2"]) == 2
-    assert "each of sparsities" in capsys.readouterr().err
+    assert "sparsities must be fractions" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing written

@@ -42,7 +42,7 @@ def test_bad_input_is_refused_with_the_fix(K):
     model = _conv_net(K)
     with pytest.raises(ValueError, match="granularity must be one of.*'1x4'"):
         tfl.cost_estimate(model, granularity="1x8")
-    with pytest.raises(ValueError, match="each of sparsities"):
+    with pytest.raises(ValueError, match=r"sparsities must be fractions.*got \(0.9, 1.5\)"):
         tfl.cost_estimate(model, sparsities=(0.9, 1.5))
     images = K.Input((None, None, 3))
     dynamic = K.Model(images, K.layers.Conv2D(2, 3, name="conv")(images))

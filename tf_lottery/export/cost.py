@@ -31,11 +31,12 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 import textwrap
 from typing import NamedTuple
 
 from tf_lottery.engines import engine_for
-from tf_lottery.foundations.checks import fraction, one_of
+from tf_lottery.foundations.checks import one_of
 from tf_lottery.foundations.errors import SettingError
 
 GRANULARITIES = ("unstructured", "1x4", "1x16", "channels")
@@ -178,12 +179,7 @@ def cost_estimate(model, granularity=None, sparsities=SPARSITIES) -> CostEstimat
     """
     granularities = GRANULARITIES if granularity is None else \
         (one_of(granularity, "granularity", GRANULARITIES),)
-    if isinstance(sparsities, (int, float)):
-        sparsities = (sparsities,)
-    sparsities = tuple(fraction(s, "each of sparsities") for s in sparsities)
-    if not sparsities:
-        raise SettingError("sparsities is empty: give fractions of weights pruned, e.g. "
-                           "(0.8, 0.9, 0.95)")
+    sparsities = _sparsities(sparsities)
     engine = engine_for(model)
     counted, skipped = [], []
     for shape in engine.layer_shapes(model):
@@ -195,6 +191,18 @@ def cost_estimate(model, granularity=None, sparsities=SPARSITIES) -> CostEstimat
     if not counted:
         raise SettingError(f"{model.name!r} has no Dense or convolutional layer to estimate")
     return CostEstimate(model.name, tuple(counted), tuple(skipped), granularities, sparsities)
+
+
+def _sparsities(sparsities) -> tuple:
+    """``sparsities`` (one number or several) as a tuple of fractions in (0, 1)."""
+    given = (sparsities,) if isinstance(sparsities, numbers.Real) else tuple(sparsities)
+    wrong = [s for s in given if isinstance(s, bool) or not isinstance(s, numbers.Real)
+             or not 0 < s < 1]
+    if wrong or not given:
+        raise SettingError(f"sparsities must be fractions of the weights pruned, each "
+                           f"strictly between 0 and 1, e.g. (0.8, 0.9, 0.95); got "
+                           f"{sparsities!r}")
+    return tuple(float(s) for s in given)
 
 
 def _multiply_adds(shape) -> int:

@@ -49,9 +49,11 @@ def op_kernels(interpreter) -> tuple:
             kernels.append(OpKernel(DENSIFY, tensors[op["inputs"][0]]["name"], DENSIFIED))
         elif op["op_name"] in WEIGHTED_OPS:
             weight = int(op["inputs"][1])
-            stored = densified.get(weight, weight)
-            kernel = XNNPACK if op["index"] in delegated else \
-                _sparse_kernel(tensors[stored]) if stored == weight else BUILT_IN
+            stored = densified.get(weight, weight)  # the sparse tensor a DENSIFY op expands
+            if op["index"] in delegated:
+                kernel = XNNPACK
+            else:
+                kernel = _tflite_kernel(tensors[weight])
             if stored != weight:
                 kernel += f" from {DENSIFIED}"
             kernels.append(OpKernel(op["op_name"], tensors[stored]["name"], kernel))
@@ -66,10 +68,10 @@ def kernel_summary(kernels) -> str:
                      f"{count} {op} by {kernel}" for (op, kernel), count in counts.items())
 
 
-def _sparse_kernel(tensor: dict) -> str:
-    """TFLite's kernel for a non-delegated operator reading ``tensor``: sparse (with its
-    block) where the tensor is stored sparse, else the built-in dense one."""
-    sparsity = tensor.get("sparsity_parameters")
+def _tflite_kernel(weight: dict) -> str:
+    """TFLite's kernel for a non-delegated operator reading ``weight``: the sparse one (with
+    its block) where the weight is stored sparse, else the built-in dense one."""
+    sparsity = weight.get("sparsity_parameters")
     if not sparsity:
         return BUILT_IN
     blocked = len(sparsity.get("block_map", ()))
