@@ -292,8 +292,9 @@ PUBLIC = ["ConfigError", "DamagedFileError", "DataError", "DivergedError", "Expo
           "LotteryTicketSearch", "Masks", "RewindCheckpointError", "RewindPoint",
           "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
           "RunDirectoryError", "SearchResult", "SettingError", "TensorBoardRounds",
-          "TfLotteryError", "custom_object_scope", "export_model", "export_saved_model",
-          "export_tflite", "instability", "load_model", "prune_with_rewinding",
+          "TfLotteryError", "cost_estimate", "custom_object_scope", "export_model",
+          "export_saved_model", "export_tflite", "instability", "load_model",
+          "prune_with_rewinding",
           "strip_pruning"]  # tf_lottery's public names before they loaded on first use
 
 
@@ -323,3 +324,14 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-3000:]
+
+
+def test_estimate_prints_the_multiply_adds_of_the_configs_model(tmp_path, capsys):
+    assert main(["estimate", str(_tiny(tmp_path)), "--sparsities", "0.9,0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "Multiply-adds per image of" in out and "on this machine (x86" in out
+    assert "235,200" in out and "266,200" in out  # lenet_300_100: 784x300 of 784x300x100x10
+    assert "1x4 at 90/95%" in out and "even/faster" in out
+    assert main(["estimate", str(_tiny(tmp_path)), "--sparsities", "0.9,1.2"]) == 2
+    assert "sparsities must be fractions" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,12 @@ def _check_sizes_and_sparsity(report, path, pruned):
     assert report.layer_sparsity == pytest.approx(masks.sparsity(), abs=1e-12)
     saved = json.loads(export.report_path(path).read_text())
     assert saved == json.loads(report.to_json())
+    assert export.ExportReport.from_json(export.report_path(path).read_text()) == report
+    threads = sorted({1, os.cpu_count()})  # one thread and every core, each named
+    assert [latency.threads for latency in report.latencies] == threads
+    assert [item["threads"] for item in saved["latencies"]] == threads
+    assert all(latency.ms > 0 and latency.dense_ms > 0 for latency in report.latencies)
+    assert all(f"{count} thread" in str(report) for count in threads)
     assert saved["weights_kept"] == report.weights_kept and saved["path"] == str(path)
 
 
@@ -55,7 +62,8 @@ def test_saved_model_round_trip_gives_the_same_predictions_and_the_masks_zeros(
     pruned = tickets[4]
     _, (x_test, y_test) = mnist_slice
     path = tmp_path / "ticket"
-    report = tfl.export_saved_model(pruned, path, test_data=(x_test, y_test), verbose=False)
+    report = tfl.export_saved_model(pruned, path, test_data=(x_test, y_test), latency_runs=5,
+                                    verbose=False)
 
     loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
@@ -75,7 +83,9 @@ def test_saved_model_round_trip_gives_the_same_predictions_and_the_masks_zeros(
     assert report.agreement == 1.0 and report.max_abs_diff == 0
     expected_accuracy = float(np.mean(pruned.predict(x_test, verbose=0).argmax(1) == y_test))
     assert report.keras_accuracy == report.exported_accuracy == expected_accuracy
-    assert report.latency_ms is None and report.speedup is None
+    # a SavedModel runs dense: timed as the same model's dense float32 TFLite
+    assert "as a dense float32 TFLite" in report.latency_of and report.dense_size_bytes is None
+    assert report.latency_ms > 0 and report.dense_latency_ms > 0
     assert report.size_bytes == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     _check_sizes_and_sparsity(report, path, pruned)
     outside = [f for f in _files(tmp_path) if not f.startswith("ticket/")]
@@ -331,8 +341,11 @@ def test_an_lstm_tflite_cannot_convert_gets_the_recurrent_fix(tmp_path, sparse):
         assert tfl.export_tflite(fixed, tmp_path / f"{name}.tflite", test_data=data,
                                  sparse=sparse, latency_runs=5, verbose=False).samples == \
             len(data)
-    assert tfl.export_saved_model(_lstm(), tmp_path / "lstm", test_data=x,
-                                  verbose=False).agreement == 1.0
+    saved = tfl.export_saved_model(_lstm(), tmp_path / "lstm", test_data=x, latency_runs=5,
+                                   verbose=False)
+    assert saved.agreement == 1.0 and saved.latencies == ()  # no TFLite to time: it says why
+    assert saved.latency_of.startswith("not measured: TFLiteConverter could not convert")
+    assert f"latency: {saved.latency_of}" in str(saved)
 
 
 def test_float16_layers_get_the_float32_rebuild_as_their_fix(K, tmp_path):
@@ -357,3 +370,49 @@ def test_float16_layers_get_the_float32_rebuild_as_their_fix(K, tmp_path):
                              latency_runs=5, verbose=False).samples == len(x)
     assert tfl.export_saved_model(mixed, tmp_path / "mixed", test_data=x,
                                   verbose=False).agreement == 1.0
+
+
+def test_a_dense_reference_of_another_model_is_what_latency_and_size_compare_with(
+        tickets, mnist_slice, tmp_path):
+    """A physically smaller ticket is compared with its full-size dense network."""
+    _, (x_test, _) = mnist_slice
+    ticket = tickets[4]
+    wider = keras.Sequential([keras.Input((784,)), keras.layers.Dense(128, name="hidden"),
+                              keras.layers.Dense(10, name="output")], name="wider")
+    own = tfl.export_tflite(ticket, tmp_path / "own.tflite", test_data=x_test, latency_runs=5,
+                            verbose=False)
+    report = tfl.export_tflite(ticket, tmp_path / "vs_wide.tflite", test_data=x_test,
+                               latency_runs=5, dense_reference=wider, verbose=False)
+    assert own.dense_reference == "the same model" and report.dense_reference == repr(wider.name)
+    assert report.dense_size_bytes > 3 * own.dense_size_bytes  # the wider network's file
+    assert f"the dense float32 TFLite of {wider.name!r}" in str(report)
+    saved = tfl.export_saved_model(ticket, tmp_path / "saved", test_data=x_test,
+                                   latency_runs=5, dense_reference=wider, verbose=False)
+    assert saved.dense_reference == repr(wider.name) and saved.latency_ms > 0
+    with pytest.raises(ValueError, match=r"dense_reference .* takes inputs of shape \(10,\).*"
+                                         r"\(784,\).*leave dense_reference out"):
+        tfl.export_tflite(ticket, tmp_path / "bad.tflite", test_data=x_test,
+                          dense_reference=small_mlp(seed=41, input_dim=10), verbose=False)
+    assert not (tmp_path / "bad.tflite").exists()
+
+
+def test_the_report_names_the_kernel_litert_runs_each_weighted_operator_with(
+        tickets, mnist_slice, tmp_path):
+    """1x4 block-sparse Dense kernels run in TFLite's sparse FULLY_CONNECTED; a dense
+    convolutional network in XNNPACK."""
+    _, (x_test, _) = mnist_slice
+    report = tfl.export_tflite(tickets[4], tmp_path / "ticket.tflite", test_data=x_test,
+                               latency_runs=5, verbose=False)
+    sparse = [k for k in report.kernels if k.kernel == "TFLite sparse 1x4"]
+    assert sparse and {k.op for k in sparse} == {"FULLY_CONNECTED"}
+    assert "FULLY_CONNECTED by TFLite sparse 1x4" in report.kernel_summary
+    assert f"kernels in LiteRT here: {report.kernel_summary}" in str(report)
+    assert json.loads(report.to_json())["kernels"][0] == report.kernels[0]._asdict()
+
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    conv_net = keras.Model(inputs, keras.layers.Dense(2, name="output")(features))
+    dense = tfl.export_tflite(conv_net, tmp_path / "conv.tflite", sparse=False,
+                              latency_runs=5, verbose=False)
+    assert dense.kernel_summary == "1 CONV_2D by XNNPACK dense, 1 FULLY_CONNECTED by XNNPACK " \
+                                   "dense"

@@ -15,6 +15,10 @@ and the exports.
     tf-lottery instability CONFIG.yaml --rewind-steps 0,100,500 [--rounds 0,3]
                                                  error barriers between two copies trained
                                                  from each rewind step (RUN_DIR/instability)
+    tf-lottery estimate CONFIG.yaml [--granularity 1x4] [--sparsities 0.8,0.9,0.95]
+                                                 before the search: multiply-adds per layer
+                                                 of the config's model, and where each
+                                                 sparsity can make it faster on this machine
 
 The package's own errors (bad input, damaged files, refused exports) print as one line
 and exit with 2; an error raised in the config's own model or dataset function too, with
@@ -31,7 +35,15 @@ import sys
 from pathlib import Path
 
 from tf_lottery.cli.config import RunConfig
-from tf_lottery.export import CALIBRATION_SAMPLES, FORMATS, QUANTIZE, export_model
+from tf_lottery.export import (
+    CALIBRATION_SAMPLES,
+    FORMATS,
+    GRANULARITIES,
+    QUANTIZE,
+    SPARSITIES,
+    cost_estimate,
+    export_model,
+)
 from tf_lottery.foundations.errors import (
     ConfigError,
     NotARunDirectoryError,
@@ -51,6 +63,7 @@ _AFTERMATH = {
     "report": "The run directory was not changed.",
     "export": "Nothing was written.",
     "instability": "Measured repetitions are safe; run the same command again to resume.",
+    "estimate": "Nothing was written.",
 }
 
 
@@ -89,6 +102,21 @@ def _instability(args) -> None:
                          repetitions=args.repetitions, points=args.points, trial=args.trial)
     print(result.table())
     print(f"results: {RunDirectory(config.run_dir).instability_dir()}", flush=True)
+
+
+def _estimate(args) -> None:
+    config = RunConfig.load(args.config, args.overrides)
+    model = config.first_model(config.data())
+    print(cost_estimate(model, args.granularity, args.sparsities))
+
+
+def _fractions(text: str) -> tuple:
+    """``"0.8,0.9"`` as (0.8, 0.9)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions separated by commas, e.g. "
+                                         f"0.8,0.9,0.95, got {text!r}") from None
 
 
 def _whole_numbers(text: str) -> tuple:
@@ -212,6 +240,17 @@ def parser() -> argparse.ArgumentParser:
                           help="evaluation points on the path between the copies")
     unstable.add_argument("--trial", type=int, default=0)
     unstable.set_defaults(handler=_instability)
+    estimate = commands.add_parser(
+        "estimate", help="multiply-adds per layer of the config's model and where each "
+                         "granularity of sparsity can make it faster on this machine")
+    estimate.add_argument("config", help="a YAML config (its model and data are built)")
+    estimate.add_argument("overrides", nargs="*", metavar="key=value",
+                          help="config keys to override, as for run")
+    estimate.add_argument("--granularity", choices=GRANULARITIES, default=None,
+                          help="one granularity (default: all)")
+    estimate.add_argument("--sparsities", type=_fractions, default=SPARSITIES,
+                          help="fractions of weights pruned, e.g. 0.8,0.9,0.95")
+    estimate.set_defaults(handler=_estimate)
     return main
 
 

@@ -314,6 +314,14 @@ class RunConfig:
                 f"defines it with @keras.saving.register_keras_serializable() (imported from "
                 f"{self.config_dir or '.'} or the working directory)") from error
 
+    def first_model(self, splits: Splits):
+        """Trial 0's model, built (what ``tf-lottery estimate`` looks at)."""
+        built = self.model_builder(splits)
+        if str(self.model).endswith(".keras"):
+            return built
+        with canonical_names():
+            return built(self.settings.seed)
+
     def rebuilder(self, splits: Splits, trial: int):
         """A function building trial ``trial``'s model with the ``model`` function (None for
         other models): what rebuilds a model that has no config, for export."""

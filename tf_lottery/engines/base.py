@@ -66,6 +66,16 @@ class PrunedWeight(NamedTuple):
     mask: object     # the 0/1 mask variable of the weight's shape
 
 
+class LayerShape(NamedTuple):
+    """A layer with weights, as a cost estimate sees it (static shapes, batch as None)."""
+
+    path: str            # "block/conv1": the layer's name under the models it is nested in
+    kind: str            # its class name: "Conv2D", "Dense", "SeparableConv2D", ...
+    weights: dict        # short weight name -> shape
+    output_shape: Optional[tuple]  # None where unknown (a subclassed model's layer, one
+    #                                called more than once)
+
+
 class TrainingGuard:
     """Refuses to train a prepared model where no one counts its steps.
 
@@ -158,6 +168,14 @@ class Engine(abc.ABC):
 
     def layer_name(self, layer) -> str:
         return layer.name
+
+    def layer_shapes(self, model) -> list:
+        """A :class:`LayerShape` for every layer with weights of ``model``'s plain model."""
+        return [LayerShape(f"{prefix}{self.layer_name(layer)}", type(layer).__name__,
+                           {short: tuple(variable.shape)
+                            for short, variable in self.layer_weights(layer)},
+                           _output_shape(layer))
+                for prefix, layer in self.layers(self.plain(model)) if self.layer_weights(layer)]
 
     # --- masking ----------------------------------------------------------------------
 
@@ -473,6 +491,13 @@ class Engine(abc.ABC):
         """A copy of ``model`` whose every seedable initializer is drawn again from ``seed``."""
         config = _reseeded(model.get_config(), itertools.count(seed * 100_003))
         return type(model).from_config(config)
+
+
+def _output_shape(layer) -> Optional[tuple]:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError, RuntimeError):  # no call recorded, or several
+        return None
 
 
 @contextlib.contextmanager

@@ -16,9 +16,13 @@ Example::
     report.speedup, report.size_reduction, report.exported_accuracy
 """
 
+from tf_lottery.export.cost import GRANULARITIES, SPARSITIES, CostEstimate, cost_estimate
+from tf_lottery.export.kernels import OpKernel
+from tf_lottery.export.latency import Latency
 from tf_lottery.export.pipeline import (
     FLOAT_TOLERANCE,
     FORMATS,
+    LATENCY_RUNS,
     RANDOM_SAMPLES,
     SAVED_MODELS_DIR,
     ExportedModel,
@@ -33,6 +37,7 @@ from tf_lottery.foundations.errors import ExportError
 
 
 def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
+                  dense_reference=None, latency_runs: int = LATENCY_RUNS,
                   **options) -> ExportReport:
     """Convert ``model`` to TFLite, run the file in LiteRT, and keep it only if it agrees.
 
@@ -42,8 +47,10 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
     quantized and outputs dequantized with the file's scale and zero point) and compared
     with the Keras model: a float32 export must match within ``FLOAT_TOLERANCE``, a
     quantized one must agree (pick the same class) on at least ``min_agreement`` of the
-    inputs. Latency is the median of ``latency_runs`` single-image runs, interleaved with
-    the dense float32 TFLite of the same model, converted in memory.
+    inputs. Latency is the median of ``latency_runs`` single-image runs on one thread and
+    on all cores, interleaved with the dense float32 TFLite (converted in memory) of
+    ``dense_reference``; the report also names the kernel LiteRT runs each weighted
+    operator of the file with (XNNPACK dense, TFLite's sparse FULLY_CONNECTED, DENSIFY).
 
     A combination LiteRT cannot run (unstructured sparse int8, sparse dynamic range) or
     that would lose weights (a partial last block) raises ExportError naming the fix and
@@ -60,13 +67,16 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
       test_data: ``(x, y)`` or ``x`` to verify on and measure accuracy with; default: the
         representative data, else random inputs (see ``export_saved_model``).
       verbose: print the report.
+      dense_reference: the Keras model to compare latency and size with (default: ``model``
+        itself converted dense), e.g. the full-size network of a ticket whose channels were
+        removed; it must take the same input.
+      latency_runs: timed single-image runs per model and thread count.
       **options: :class:`~tf_lottery.export.tflite.TFLiteFormat`'s: ``quantize`` (None:
         float32, "dynamic": int8 weights and float activations, "int8": full integer, int8
         input and output), ``representative_data`` (``x`` or ``(x, y)``, inputs that
         calibrate int8, the first ``CALIBRATION_SAMPLES``; required for, and only for,
         ``quantize="int8"``), ``sparse`` (store the weights in TFLite's sparse format),
-        ``min_agreement`` (the least agreement with Keras a quantized export must reach),
-        ``latency_runs`` (timed runs per model).
+        ``min_agreement`` (the least agreement with Keras a quantized export must reach).
 
     Example::
 
@@ -74,15 +84,21 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
                                    test_data=(x_test, y_test))
         print(report.speedup, report.size_reduction)
     """
-    return export_model(model, "tflite", path, test_data, verbose=verbose, **options)
+    return export_model(model, "tflite", path, test_data, verbose=verbose,
+                        dense_reference=dense_reference, latency_runs=latency_runs, **options)
 
 
-def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True) -> ExportReport:
+def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True,
+                       dense_reference=None, latency_runs: int = LATENCY_RUNS) -> ExportReport:
     """Write ``model`` stripped of its masking as a SavedModel, verified after writing.
 
     The SavedModel has a ``serving_default`` signature. Before it is moved into place it is
     loaded with ``tf.saved_model.load``: its variables must equal the stripped model's bit
     for bit (so its kernels hold the masks' zeros) and its predictions the Keras model's.
+    A SavedModel's kernels are dense, so its latency is that of the same model as a dense
+    float32 TFLite in LiteRT, against ``dense_reference``'s (as for ``export_tflite``);
+    where the model cannot become a TFLite (a JAX-backed Keras 3 model, an LSTM looping
+    over an unknown batch size), the report says why nothing was timed.
 
     Args:
       model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Keras model
@@ -94,18 +110,21 @@ def export_saved_model(model, path=None, test_data=None, *, verbose: bool = True
         of the Embeddings the input feeds, 0s and 1s for another integer input (the
         report's ``verified_on`` calls that a weak check), else uniform in [0, 1).
       verbose: print the report.
+      dense_reference, latency_runs: as for ``export_tflite``.
 
     Example::
 
         report = tfl.export_saved_model(pruned, "saved_models/lenet", test_data=(x, y))
         served = tf.saved_model.load("saved_models/lenet").signatures["serving_default"]
     """
-    return export_model(model, "saved_model", path, test_data, verbose=verbose)
+    return export_model(model, "saved_model", path, test_data, verbose=verbose,
+                        dense_reference=dense_reference, latency_runs=latency_runs)
 
 
 export_tflite.__signature__ = keyword_signature(export_tflite, TFLiteFormat)
 
-__all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "QUANTIZE", "RANDOM_SAMPLES",
-           "SAVED_MODELS_DIR", "ExportError", "ExportFormat", "ExportReport", "ExportedModel",
-           "SavedModelFormat", "TFLiteFormat", "export_model", "export_saved_model",
-           "export_tflite", "report_path"]
+__all__ = ["CALIBRATION_SAMPLES", "FLOAT_TOLERANCE", "FORMATS", "GRANULARITIES",
+           "LATENCY_RUNS", "QUANTIZE", "RANDOM_SAMPLES", "SAVED_MODELS_DIR", "SPARSITIES",
+           "CostEstimate", "ExportError", "ExportFormat", "ExportReport", "ExportedModel",
+           "Latency", "OpKernel", "SavedModelFormat", "TFLiteFormat", "cost_estimate",
+           "export_model", "export_saved_model", "export_tflite", "report_path"]

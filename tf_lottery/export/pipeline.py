@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import io
 import tarfile
@@ -26,14 +27,18 @@ import numpy as np
 
 from tf_lottery.core.masks import Masks
 from tf_lottery.engines import engine_for
+from tf_lottery.export.kernels import op_kernels
+from tf_lottery.export.latency import measure_latencies
+from tf_lottery.export.litert import LiteRT, convert
 from tf_lottery.export.report import BLOCK_SIZES, ExportReport, report_path
 from tf_lottery.foundations.atomic import replacing
-from tf_lottery.foundations.checks import did_you_mean
+from tf_lottery.foundations.checks import did_you_mean, whole_number
 from tf_lottery.foundations.errors import (
     AlreadyExistsError,
     ExportError,
     SettingError,
     SettingTypeError,
+    TfLotteryError,
 )
 
 SAVED_MODELS_DIR = Path("saved_models")  # exports without a path: under the working directory
@@ -41,6 +46,7 @@ RANDOM_SAMPLES = 64         # random inputs verified when no data is given
 _UNKNOWN_RANGE = 2          # an integer input of unknown range is drawn from [0, 2)
 FLOAT_TOLERANCE = 1e-4      # max |export - Keras| of a float export, relative to max |Keras|
 _REGRESSION_TOLERANCE = 0.05  # a quantized single-output export agrees within 5% of the range
+LATENCY_RUNS = 200          # timed single-image runs per model and thread count
 
 FORMATS: dict = {}
 
@@ -88,6 +94,12 @@ class ExportedModel:
     def predict(self, x) -> np.ndarray:
         return np.asarray(self.model.predict(x, batch_size=256, verbose=0))
 
+    @functools.cached_property
+    def dense_tflite(self) -> bytes:
+        """The model as a dense float32 TFLite flatbuffer (converted once, in memory)."""
+        self.engine.check_tflite(self.model)
+        return convert(self)
+
 
 class ExportFormat:
     """How one format writes, loads and runs a model; the pipeline does the rest.
@@ -98,8 +110,9 @@ class ExportFormat:
     ``check(exported, path)`` refuses what would not work before anything is converted,
     ``write(exported, staged)`` writes it, ``run(exported, staged, x)`` loads what was
     written and returns its outputs on ``x`` and what it measured (report fields),
-    ``fix(exported)`` says how to get an export that works when a check fails. The
-    ``exported`` argument is the :class:`ExportedModel`.
+    ``fix(exported)`` says how to get an export that works when a check fails,
+    ``timed(exported, staged)`` gives the TFLite model whose latency the report gives and
+    what it is. The ``exported`` argument is the :class:`ExportedModel`.
     """
 
     name = ""
@@ -146,28 +159,41 @@ class ExportFormat:
     def fix(self, exported: ExportedModel) -> str:
         return ""
 
+    def timed(self, exported: ExportedModel, staged: Path) -> tuple:
+        """The TFLite file or flatbuffer to time for this export, and what it is."""
+        return exported.dense_tflite, (f"the model as a dense float32 TFLite (a {self.label} "
+                                       "stores its kernels dense)")
+
     def verification_inputs(self):
         """Inputs to verify on when no test_data is given (None: random inputs)."""
         return None
 
 
 def export_model(model, format: str, path=None, test_data=None, *, verbose: bool = True,
+                 dense_reference=None, latency_runs: int = LATENCY_RUNS,
                  **options) -> ExportReport:
     """Export ``model`` in ``format`` (a name in :data:`FORMATS`), verified after writing.
 
     ``options`` are the format's own (see ``export_tflite``); ``test_data`` is ``(x, y)``
-    or ``x`` to verify on and measure accuracy with.
+    or ``x`` to verify on and measure accuracy with. The report gives the latency (median
+    of ``latency_runs`` single-image runs, on one thread and on all cores) against the
+    dense float32 TFLite of ``dense_reference``: by default the same model, or a Keras
+    model taking the same input, e.g. the full-size dense network of a ticket whose
+    channels were removed.
 
     Example::
 
         report = tfl.export_model(pruned, "tflite", test_data=(x_test, y_test),
                                   quantize="int8", representative_data=x_train[:500])
+        tfl.export_model(narrow, "tflite", dense_reference=full_size).speedup
     """
     if format not in FORMATS:
         raise SettingError(f"unknown export format {format!r}.{did_you_mean(format, FORMATS)}"
                            f" The formats: {', '.join(FORMATS)}")
+    latency_runs = whole_number(latency_runs, "latency_runs")
     fmt = FORMATS[format].with_options(**options)
     exported = ExportedModel(model)
+    reference = _dense_reference(exported, dense_reference)
     fmt.prepare(exported)
     x, y, verified_on = _verification_data(exported, test_data, fmt.verification_inputs())
     path = _target(path, fmt.default_name(exported))
@@ -186,11 +212,47 @@ def export_model(model, format: str, path=None, test_data=None, *, verbose: bool
             agreement=agreement(outputs, expected),
             max_abs_diff=float(np.max(np.abs(outputs - expected))),
             keras_accuracy=accuracy(expected, y), exported_accuracy=accuracy(outputs, y),
-            **measured)
+            **_timing(fmt, exported, staged, reference, x[0], latency_runs), **measured)
     report.save()
     if verbose:
         print(report)
     return report
+
+
+def _dense_reference(exported: ExportedModel, dense_reference) -> ExportedModel:
+    """The ExportedModel the export's latency is compared with: ``exported`` itself by
+    default, else ``dense_reference``, which must take the same input."""
+    if dense_reference is None:
+        return exported
+    reference = ExportedModel(dense_reference)
+    if (reference.input_shape, reference.input_dtype) != (exported.input_shape,
+                                                          exported.input_dtype):
+        raise SettingError(
+            f"dense_reference {reference.name!r} takes inputs of shape "
+            f"{reference.input_shape} ({reference.input_dtype}), the exported "
+            f"{exported.name!r} {exported.input_shape} ({exported.input_dtype}): pass the "
+            "full-size dense network of the same task, or leave dense_reference out to "
+            "compare with the exported model converted dense")
+    return reference
+
+
+def _timing(fmt: ExportFormat, exported: ExportedModel, staged: Path,
+            reference: ExportedModel, sample, runs: int) -> dict:
+    """The report's latency fields: the format's timed TFLite against the reference's dense
+    float32 TFLite on each thread count, and the kernels LiteRT runs its operators with;
+    where the model cannot become a TFLite (e.g. a JAX-backed Keras 3 SavedModel),
+    ``latency_of`` says why nothing was timed."""
+    described = "the same model" if reference is exported else repr(reference.name)
+    try:
+        timed, what = fmt.timed(exported, staged)
+        dense = reference.dense_tflite
+    except TfLotteryError as error:
+        return {"latency_of": f"not measured: {error}", "dense_reference": described}
+    return {"latency_of": what, "dense_reference": described, "latency_runs": runs,
+            "latencies": measure_latencies(timed, dense, sample, runs),
+            "kernels": op_kernels(LiteRT(timed).interpreter),
+            # sizes compare where the written file is the one timed (a TFLite export)
+            "dense_size_bytes": len(dense) if timed == staged else None}
 
 
 def _whole_blocks(kept: np.ndarray, size: int) -> bool:

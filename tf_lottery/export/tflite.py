@@ -19,18 +19,11 @@ benchmarks/export_size_latency.py):
 from __future__ import annotations
 
 import dataclasses
-import re
-import tempfile
-import time
-import warnings
 from typing import ClassVar, Optional
 
-import numpy as np
-import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
-
+from tf_lottery.export.litert import LiteRT, convert
 from tf_lottery.export.pipeline import ExportedModel, ExportFormat, register_format, split_data
-from tf_lottery.foundations.checks import one_of, whole_number
+from tf_lottery.foundations.checks import one_of
 from tf_lottery.foundations.errors import ExportError, SettingError
 
 QUANTIZE = (None, "dynamic", "int8")
@@ -57,7 +50,6 @@ class TFLiteFormat(ExportFormat):
     representative_data: object = None
     sparse: bool = True
     min_agreement: float = 0.98
-    latency_runs: int = 200
 
     def __post_init__(self):
         one_of(self.quantize, "quantize", QUANTIZE)
@@ -71,7 +63,6 @@ class TFLiteFormat(ExportFormat):
         if isinstance(self.min_agreement, bool) or not 0 < self.min_agreement <= 1:
             raise SettingError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
         self.sparse = bool(self.sparse)
-        self.latency_runs = whole_number(self.latency_runs, "latency_runs")
         self.calibration = None
 
     def prepare(self, exported: ExportedModel) -> None:
@@ -105,17 +96,15 @@ class TFLiteFormat(ExportFormat):
             _check_whole_blocks(exported, size, self.encoding, path)
 
     def write(self, exported: ExportedModel, staged) -> None:
-        staged.write_bytes(_convert(exported, self.quantize, self.calibration, self.sparse,
+        staged.write_bytes(convert(exported, self.quantize, self.calibration, self.sparse,
                                     self.encoding))
 
     def run(self, exported: ExportedModel, staged, x):
         runner = LiteRT(staged, self.encoding)
-        outputs = runner.predict(x)
-        dense = _convert(exported, None, None, False, "dense float32")
-        latency, dense_latency = _median_latencies([staged, dense], x[0], self.latency_runs)
-        return outputs, {"encoding": self._encoding(runner.stores_sparse()),
-                         "latency_ms": latency, "dense_latency_ms": dense_latency,
-                         "dense_size_bytes": len(dense)}
+        return runner.predict(x), {"encoding": self._encoding(runner.stores_sparse())}
+
+    def timed(self, exported: ExportedModel, staged) -> tuple:
+        return staged, "this file"
 
     def fix(self, exported: ExportedModel) -> str:
         """How to get an export that runs: the known cause in the model where there is one
@@ -192,103 +181,3 @@ def _check_whole_blocks(exported: ExportedModel, size: int, encoding: str, path)
             f"blocks only and drops the last, partial block of {', '.join(lost)}. Instead "
             f"{instead}{_DENSE_FORMAT}, or give those layers a multiple of {size} inputs. "
             f"Nothing was written to {path}.")
-
-
-def _convert(exported: ExportedModel, quantize, calibration, sparse: bool,
-             encoding: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="tf_lottery_tflite_") as workdir:
-        converter = exported.engine.tflite_converter(exported.model, workdir)
-        return _run_converter(converter, exported.name, quantize, calibration, sparse,
-                              encoding)
-
-
-def _run_converter(converter, name: str, quantize, calibration, sparse: bool,
-                   encoding: str) -> bytes:
-    converter.optimizations = ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []) + \
-        ([tf.lite.Optimize.DEFAULT] if quantize else [])
-    if quantize == "int8":
-        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.int8
-    try:
-        with warnings.catch_warnings():  # about TF1 quantized_input_stats, unused by int8 I/O
-            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-            return converter.convert()
-    except Exception as error:  # the converter raises ConverterError and plain RuntimeErrors
-        raise ExportError(f"TFLiteConverter could not convert {name!r} to {encoding}: "
-                          f"{_converter_error(error)}.") from error
-
-
-class LiteRT:
-    """One TFLite model in the LiteRT interpreter, one thread, run one image at a time."""
-
-    def __init__(self, model, encoding: str = "dense float32"):
-        source = {"model_content": model} if isinstance(model, bytes) else \
-            {"model_path": str(model)}
-        try:
-            self.interpreter = Interpreter(num_threads=1, **source)
-            self.interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as error:
-            raise ExportError(f"the {encoding} TFLite model fails to load in LiteRT: "
-                              f"{_first_line(error)}.") from error
-        self.encoding = encoding
-        (self.input,) = self.interpreter.get_input_details()
-        (self.output,) = self.interpreter.get_output_details()
-
-    def stores_sparse(self) -> bool:
-        """Whether any tensor of the file is stored in TFLite's sparse format."""
-        return any(detail.get("sparsity_parameters")
-                   for detail in self.interpreter.get_tensor_details())
-
-    def set_input(self, sample: np.ndarray) -> None:
-        scale, zero_point = self.input["quantization"]
-        if scale:
-            info = np.iinfo(self.input["dtype"])
-            sample = np.clip(np.round(sample / scale + zero_point), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], sample[None].astype(self.input["dtype"]))
-
-    def invoke(self) -> None:
-        try:
-            self.interpreter.invoke()
-        except RuntimeError as error:
-            raise ExportError(f"the {self.encoding} TFLite model fails to run in LiteRT: "
-                              f"{_first_line(error)}.") from error
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.output["quantization"]
-        outputs = []
-        for sample in x:
-            self.set_input(sample)
-            self.invoke()
-            output = self.interpreter.get_tensor(self.output["index"])[0]
-            outputs.append((output.astype(np.float32) - zero_point) * scale if scale else output)
-        return np.stack(outputs)
-
-
-def _first_line(error) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
-
-
-def _converter_error(error) -> str:
-    """The converter's first line without MLIR's locations (``<unknown>:0: error:
-    loc(callsite(...)): ``), which name graph nodes, not what went wrong."""
-    return re.sub(r"\s*(<[^>]*>|/\S*?):\d+(:\d+)?: error: (loc\(.*?\)+: )?", " ",
-                  _first_line(error)).strip()
-
-
-def _median_latencies(models, sample, runs: int) -> list:
-    """Median ms per run of each model on ``sample``, runs interleaved so drift hits all alike.
-
-    The median shrugs off the first, slower runs that prepare the delegate's kernels.
-    """
-    runners = [LiteRT(model) for model in models]
-    times = [[] for _ in runners]
-    for runner in runners:
-        runner.set_input(sample)
-    for _ in range(runs):
-        for runner, elapsed in zip(runners, times):
-            start = time.perf_counter()
-            runner.invoke()
-            elapsed.append(time.perf_counter() - start)
-    return [float(np.median(elapsed)) * 1e3 for elapsed in times]
