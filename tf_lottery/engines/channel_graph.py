@@ -79,7 +79,8 @@ class ChannelTrace:
 
 
 def channel_plan(model, groups=None) -> ChannelPlan:
-    """The channel groups of a Sequential or functional model (tf_keras or Keras 3).
+    """The channel groups of a Sequential or functional model (tf_keras or Keras 3), in
+    the order of their first layer in ``model.layers``.
 
     A subclassed model has no graph to trace: name its groups (``groups``, ChannelGroup
     objects; they are checked against the model's weights and returned as the plan).
@@ -303,7 +304,9 @@ class _Tracer:
             if layer.depth_multiplier != 1:
                 return self._opaque(layer, ins, outs, f"its channels go into {_kind(layer)} "
                                     f"with depth_multiplier={layer.depth_multiplier}")
-            return [self._pass(layer, state, outs[0], [(layer.depthwise_kernel, -2)]
+            kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else \
+                layer.kernel  # Keras 3's name
+            return [self._pass(layer, state, outs[0], [(kernel, -2)]
                                + ([(layer.bias, -1)] if layer.use_bias else []))]
         if isinstance(layer, k.batch_norm):
             return [self._batch_norm(layer, state, outs[0])]
