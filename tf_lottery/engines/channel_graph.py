@@ -241,7 +241,7 @@ class _Tracer:
         inputs, outputs = functional_graph(self.model)
         for tensor in inputs:
             self.states[id(tensor)] = self._untraced(tensor)
-        nodes = self._nodes_in_order(inputs)
+        nodes = self._nodes_in_order(inputs, outputs)
         calls = {}
         for layer, _ in nodes:
             calls[id(layer)] = calls.get(id(layer), 0) + 1
@@ -262,12 +262,20 @@ class _Tracer:
                        f"through {_kind(self.made_by.get(id(tensor), self.model))}")
         return self._result()
 
-    def _nodes_in_order(self, inputs) -> list:
-        """``(layer, node)`` of every call in the model, each after the calls it takes
-        tensors from (calls of the model's layers in other models are left out)."""
+    def _nodes_in_order(self, inputs, outputs) -> list:
+        """``(layer, node)`` of every call computing the outputs, in the order of
+        ``model.layers``, each after the calls it takes tensors from (calls of the model's
+        layers elsewhere, in other models or in a Sequential's earlier builds, left out)."""
+        computing, stack = set(), list(outputs)
+        while stack:
+            layer, index, _ = stack.pop()._keras_history
+            node = layer._inbound_nodes[index]
+            if id(node) not in computing:
+                computing.add(id(node))
+                stack.extend(self.engine.node_inputs(node))
         known = {id(t) for t in inputs}
         pending = [(layer, node) for layer in self.model.layers
-                   for node in layer._inbound_nodes]
+                   for node in layer._inbound_nodes if id(node) in computing]
         ordered, progress = [], True
         while progress:
             progress = False

@@ -2,8 +2,8 @@
 
 Channel IMP prunes whole output channels; shrinking removes them (and the input rows of
 the layers they fed) so the network computes the same outputs with fewer filters, and runs
-faster on CPUs. The Keras surgery is :mod:`tf_lottery.engines.surgery`; this strips
-tf_lottery's masking first.
+faster on CPUs. The Keras surgery is :mod:`tf_lottery.engines.surgery`; this strips a
+LotteryModel's masking first.
 
 Example::
 
@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from tf_lottery.engines import surgery
+from tf_lottery.engines import LotteryModel, surgery
 from tf_lottery.imp.wrap import strip_pruning
 
 
@@ -23,23 +23,27 @@ def shrink(model):
     computing the same outputs.
 
     Args:
-      model: a LotteryModel, a tf_keras model with TF-MOT wrappers, or a plain Sequential
-        or functional Keras model; its masks are applied first (the model is left as it is).
+      model: a LotteryModel (its masks are applied to a copy first; it is left as it is)
+        or a plain Sequential or functional Keras model (tf_keras, or Keras 3).
 
     Example::
 
         small = tfl.shrink(ticket)
         small.count_params()     # fewer than ticket's
     """
-    return surgery.shrink(strip_pruning(model))
+    return surgery.shrink(_plain(model))
 
 
 def shrink_summary(before, after) -> dict:
     """Layer name -> (channels before, channels after) of every convolution and Dense
-    layer: ``{"conv1": (32, 12), ...}``.
+    layer of ``before`` (what was given to :func:`shrink`): ``{"conv1": (32, 12), ...}``.
 
     Example::
 
         tfl.shrink_summary(ticket, tfl.shrink(ticket))
     """
-    return surgery.shrink_summary(strip_pruning(before), after)
+    return surgery.shrink_summary(_plain(before), after)
+
+
+def _plain(model):
+    return strip_pruning(model) if isinstance(model, LotteryModel) else model
