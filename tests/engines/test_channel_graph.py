@@ -79,6 +79,26 @@ def test_channels_that_would_not_stay_zero_or_lose_their_layout_are_left_dense(K
         "output/kernel": OUTPUT}
 
 
+def test_nested_models_and_shared_layers_are_left_dense(K):
+    layers = K.layers
+    block = K.Sequential([K.Input((8, 8, 4)), layers.Conv2D(4, 3, padding="same",
+                                                            name="inner")], name="block")
+    x = K.Input((8, 8, 3))
+    y = block(layers.Conv2D(4, 1, name="before")(x))
+    shared = layers.Conv2D(4, 1, name="shared")
+    y = layers.Conv2D(4, 1, name="after")(shared(shared(y)))
+    plan = channel_plan(K.Model(x, layers.GlobalAveragePooling2D(name="pool")(y)))
+    assert plan.groups == ()
+    assert dict(plan.left_dense) == {
+        "before/kernel": "its channels go into 'block' (Sequential), a nested model, which "
+                         "channel tickets do not descend into",
+        "block/inner/kernel": "it is inside the nested model 'block', which channel tickets do "
+                              "not descend into",
+        "shared/kernel": "'shared' (Conv2D) is not a layer whose channels tf_lottery follows",
+        "after/kernel": "its channels reach the model's output through 'pool' "
+                        "(GlobalAveragePooling2D)"}
+
+
 def subclassed(K):
     class Net(K.Model):
         def __init__(self):

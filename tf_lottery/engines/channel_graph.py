@@ -444,13 +444,18 @@ class _Tracer:
         are left dense."""
         for state in ins:
             self._stop(state, reason)
-        for prefix, inner in ([("", layer)] if not isinstance(layer, self.kinds.model) else
-                              self.engine.layers(layer, f"{layer.name}/")):
-            kernel = getattr(inner, "kernel", None)
-            if kernel is not None:
-                path = self._path(inner, kernel, prefix)
-                self.left_dense.setdefault(path, f"{_kind(inner)} is not a layer whose "
-                                                 "channels tf_lottery prunes")
+        if isinstance(layer, self.kinds.model):
+            kernels = [(prefix, inner) for prefix, inner in
+                       self.engine.layers(layer, f"{layer.name}/")]
+            why = f"it is inside the nested model {layer.name!r}, which channel tickets do " \
+                  "not descend into"
+        else:
+            kernels = [("", layer)]
+            why = f"{_kind(layer)} is not a layer whose channels tf_lottery follows"
+        for prefix, inner in kernels:
+            path = self._path(inner, getattr(inner, "kernel", None), prefix)
+            if path:
+                self.left_dense.setdefault(path, why)
         return [self._untraced(t) for t in outs]
 
     # --- groups -------------------------------------------------------------------------
@@ -499,6 +504,7 @@ class _Tracer:
         shape = tuple(tensor.shape)
         return _Channels((_Segment(None, shape[-1]),)) if shape and shape[-1] else None
 
-    def _path(self, layer, variable, prefix: str = "") -> str:
+    def _path(self, layer, variable, prefix: str = "") -> Optional[str]:
+        """The path of one of ``layer``'s own weights (None for anything else)."""
         paths = self.engine.weight_paths(layer, prefix)
-        return next(path for path, v in paths.items() if v is variable)
+        return next((path for path, v in paths.items() if v is variable), None)

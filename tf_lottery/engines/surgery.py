@@ -27,7 +27,8 @@ from tf_lottery.foundations.errors import SettingTypeError
 
 def shrink(model):
     """A copy of the plain Sequential or functional ``model`` (tf_keras or Keras 3)
-    without the channels whose member weights are all exactly 0, computing the same outputs.
+    without the channels whose member weights are all exactly 0, computing the same outputs
+    (not compiled: compile it to train or evaluate it).
 
     Example::
 
