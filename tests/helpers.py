@@ -150,14 +150,16 @@ def residual_net(keras):
 
 
 def concat_net(keras):
-    """Two branches concatenated, a convolution over both, a Flatten into Dense."""
+    """Two branches concatenated with the input, a separable convolution over them (depth
+    multiplier 2), a Flatten into Dense."""
     layers = keras.layers
     x = keras.Input((8, 8, 3))
     left = layers.Conv2D(4, 1, activation="relu", name="left")(x)
     right = layers.Conv2D(6, 3, padding="same", name="right")(x)
     right = layers.BatchNormalization(name="bn_right")(right)
     y = layers.Concatenate(name="concat")([left, right, x])
-    y = layers.Conv2D(8, 3, strides=2, activation="relu", name="merge")(y)
+    y = layers.SeparableConv2D(8, 3, strides=2, depth_multiplier=2, activation="relu",
+                               name="merge")(y)
     y = layers.Dense(4, activation="relu", name="hidden")(layers.Flatten(name="flatten")(y))
     return keras.Model(x, layers.Dense(3, name="output")(y))
 

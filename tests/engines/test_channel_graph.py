@@ -41,7 +41,7 @@ def test_concatenated_groups_stay_apart_in_the_order_of_the_layers(K):
         group(4, ["left/kernel"], "left/kernel", "left/bias"),
         group(6, ["right/kernel"], "right/kernel", "right/bias", "bn_right/gamma",
               "bn_right/beta"),
-        group(8, ["merge/kernel"], "merge/kernel", "merge/bias"),
+        group(8, ["merge/pointwise_kernel"], "merge/pointwise_kernel", "merge/bias"),
         group(4, ["hidden/kernel"], "hidden/kernel", "hidden/bias")}
     producers = [group.scored[0].split("/")[0] for group in plan.groups]
     assert producers == [layer.name for layer in model.layers if layer.name in producers]
