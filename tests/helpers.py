@@ -122,3 +122,65 @@ def keras_file_with_a_custom_layer(folder: Path) -> Path:
     keras3.saving.get_custom_objects().pop("my_layers>Doubled")
     sys.modules.pop("my_layers")
     return folder / "net.keras"
+
+
+# --- small convolutional networks for channel tickets (either Keras) -------------------
+
+def conv_sequential(keras):
+    """conv-BN-ReLU-pool-conv-flatten-dense on 8x8x3 images."""
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input((8, 8, 3)), layers.Conv2D(8, 3, name="conv1"),
+        layers.BatchNormalization(name="bn1"), layers.ReLU(name="relu1"),
+        layers.MaxPooling2D(name="pool"), layers.Conv2D(6, 3, activation="relu", name="conv2"),
+        layers.Flatten(name="flatten"), layers.Dense(5, name="output")])
+
+
+def residual_net(keras):
+    """A stem and a block whose convolution is added back to it: one group of two kernels."""
+    layers = keras.layers
+    x = keras.Input((8, 8, 3))
+    stem = layers.Conv2D(6, 3, padding="same", activation="relu", name="stem")(x)
+    y = layers.Conv2D(10, 3, padding="same", activation="relu", name="conv_a")(stem)
+    y = layers.Conv2D(6, 3, padding="same", name="conv_b")(y)
+    y = layers.BatchNormalization(name="bn_b")(y)
+    y = layers.ReLU(name="relu")(layers.Add(name="add")([stem, y]))
+    y = layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, layers.Dense(4, name="output")(y))
+
+
+def concat_net(keras):
+    """Two branches concatenated with the input, a separable convolution over them (depth
+    multiplier 2), a Flatten into Dense."""
+    layers = keras.layers
+    x = keras.Input((8, 8, 3))
+    left = layers.Conv2D(4, 1, activation="relu", name="left")(x)
+    right = layers.Conv2D(6, 3, padding="same", name="right")(x)
+    right = layers.BatchNormalization(name="bn_right")(right)
+    y = layers.Concatenate(name="concat")([left, right, x])
+    y = layers.SeparableConv2D(8, 3, strides=2, depth_multiplier=2, activation="relu",
+                               name="merge")(y)
+    y = layers.Dense(4, activation="relu", name="hidden")(layers.Flatten(name="flatten")(y))
+    return keras.Model(x, layers.Dense(3, name="output")(y))
+
+
+def inverted_residual_net(keras):
+    """A MobileNetV2 inverted residual block: 1x1 expand, depthwise 3x3, 1x1 project, Add."""
+    layers = keras.layers
+    x = keras.Input((12, 12, 3))
+    stem = layers.BatchNormalization(name="stem_bn")(layers.Conv2D(8, 3, name="stem")(x))
+    stem = layers.ReLU(6.0, name="stem_relu")(stem)
+    y = layers.Conv2D(16, 1, use_bias=False, name="expand")(stem)
+    y = layers.ReLU(6.0, name="expand_relu")(layers.BatchNormalization(name="expand_bn")(y))
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(y)
+    y = layers.ReLU(6.0, name="depthwise_relu")(
+        layers.BatchNormalization(name="depthwise_bn")(y))
+    y = layers.BatchNormalization(name="project_bn")(
+        layers.Conv2D(8, 1, use_bias=False, name="project")(y))
+    y = layers.Add(name="add")([stem, y])
+    y = layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, layers.Dense(4, name="output")(y))
+
+
+CONV_NETS = {"sequential": conv_sequential, "residual": residual_net, "concat": concat_net,
+             "inverted_residual": inverted_residual_net}

@@ -21,6 +21,7 @@ _PUBLIC = {
     "RoundCallback": "engines.callbacks",
     **dict.fromkeys(["ExportReport", "cost_estimate", "export_model", "export_saved_model",
                      "export_tflite"], "export"),
+    **dict.fromkeys(["shrink", "shrink_summary"], "export.shrink"),
     **dict.fromkeys(["ConfigError", "DamagedFileError", "DataError", "DivergedError",
                      "ExportError", "RewindCheckpointError", "RunDirectoryError",
                      "SettingError", "TfLotteryError"], "foundations.errors"),

@@ -287,15 +287,16 @@ def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
     assert _tf_log(report, TF_CPP_MIN_LOG_LEVEL="0")  # the user's own setting is kept
 
 
+# tf_lottery's public names before they loaded on first use
 PUBLIC = ["ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
           "ExportReport", "ImpSettings", "InstabilityResult", "LotteryModel",
           "LotteryTicketSearch", "Masks", "RewindCheckpointError", "RewindPoint",
           "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
           "RunDirectoryError", "SearchResult", "SettingError", "TensorBoardRounds",
-          "TfLotteryError", "cost_estimate", "custom_object_scope", "export_model",
-          "export_saved_model", "export_tflite", "instability", "load_model",
-          "prune_with_rewinding",
-          "strip_pruning"]  # tf_lottery's public names before they loaded on first use
+           "TfLotteryError", "cost_estimate", "custom_object_scope", "export_model",
+           "export_saved_model", "export_tflite", "instability", "load_model",
+           "prune_with_rewinding", "shrink", "shrink_summary",
+           "strip_pruning"]  # tf_lottery's public names before they loaded on first use
 
 
 def test_the_public_names_load_on_first_use():

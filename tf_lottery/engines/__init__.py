@@ -8,6 +8,8 @@ foundations below them.
 - ``lottery_model.py``: the engine-neutral part of every prepared model;
 - ``callbacks.py``: callbacks for either Keras's ``fit``; ``fused.py``: several compiled
   steps in one XLA program;
+- ``channel_graph.py``: the channel groups of a model's graph (channel tickets);
+  ``surgery.py``: a smaller model without the pruned channels;
 - ``keras3.py`` (Keras 3, masks through constraints), ``tfmot.py`` (tf_keras, TF-MOT's
   wrappers: the one place that touches TF-MOT).
 """

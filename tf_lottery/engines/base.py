@@ -373,6 +373,10 @@ class Engine(abc.ABC):
         """The Keras tensors a call (a node of a functional graph) took."""
         return list(node.input_tensors)
 
+    def node_outputs(self, node) -> list:
+        """The Keras tensors a call (a node of a functional graph) returned."""
+        return tf.nest.flatten(node.outputs)
+
     def looping_recurrent_layers(self, model) -> list:
         """The names of the recurrent layers that loop over time steps (not ``unroll=True``)
         in a model whose batch size is not fixed at 1: TFLite's converter cannot size their

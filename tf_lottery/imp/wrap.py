@@ -19,6 +19,7 @@ from tf_lottery.core.channels import ChannelPlan
 from tf_lottery.core.schedule import RewindingSchedule, check_schedule, from_tfmot
 from tf_lottery.core.settings import ImpSettings
 from tf_lottery.engines import LotteryModel, engine_for
+from tf_lottery.engines.channel_graph import channel_plan
 from tf_lottery.foundations.checks import did_you_mean
 from tf_lottery.foundations.declared import keyword_signature, split_options
 from tf_lottery.foundations.errors import SettingError, SettingTypeError
@@ -91,7 +92,6 @@ def channel_groups(model, settings: ImpSettings) -> Optional[ChannelPlan]:
     with a weight of an ``exclude``\ d layer left dense."""
     if settings.granularity != "channel":
         return None
-    from tf_lottery.engines.channel_graph import channel_plan  # TODO(merge): top-level
     plan = channel_plan(model)
     groups, left_dense = [], dict(plan.left_dense)
     for group in plan.groups:
