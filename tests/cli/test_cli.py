@@ -336,3 +336,33 @@ def test_estimate_prints_the_multiply_adds_of_the_configs_model(tmp_path, capsys
     assert main(["estimate", str(_tiny(tmp_path)), "--sparsities", "0.9,1.2"]) == 2
     assert "sparsities must be fractions" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_channel_ticket_from_the_cli_exports_shrunk_and_timed_against_the_dense(tmp_path,
+                                                                                  capsys):
+    """tf_keras's engine (TF-MOT wrappers masking biases too), refill, the random-pruning
+    control in whole channels, then `export --shrink`: a smaller file, run in LiteRT."""
+    import numpy as np
+
+    config = _tiny(tmp_path, keras=2, granularity="channel", refill="true")
+    config.write_text(config.read_text().replace("lenet_300_100", "mnist_convnet")
+                      .replace("layer_rates: {output: 0.25}\n", ""))
+    assert main(["run", str(config)]) == 0
+    run = tmp_path / "run" / "trial_0" / "round_01"
+    for variant in ("ticket", "random_pruning"):
+        with np.load(run / variant / "masks.npz") as masks:
+            assert sorted(masks.files) == ["conv_1/bias", "conv_1/kernel", "conv_2/bias",
+                                           "conv_2/kernel"]
+            kernel = masks["conv_2/kernel"].reshape(-1, 64)
+            assert np.array_equal(kernel.all(axis=0), kernel.any(axis=0)), variant
+            assert kernel.any(axis=0).sum() == 32 and masks["conv_2/bias"].sum() == 32
+    capsys.readouterr()
+    output = tmp_path / "small.tflite"
+    assert main(["export", str(tmp_path / "run"), "--shrink", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "shrunk to conv_1 32 -> 16, conv_2 64 -> 32 channels" in printed
+    report = json.loads(output.with_name("small.tflite.report.json").read_text())
+    assert report["agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
+    assert report["size_bytes"] < report["dense_size_bytes"] / 2  # the full-size network's
+    assert {lat["threads"] for lat in report["latencies"]} == {1, os.cpu_count()}
+    assert "of 'mnist_convnet'" in printed

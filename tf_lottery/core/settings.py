@@ -18,11 +18,11 @@ import dataclasses
 from typing import Union
 
 from tf_lottery.core.masks import CRITERIA, SCOPES
-
-GRANULARITIES = ("weight", "channel")
 from tf_lottery.core.rewind_policy import RewindPolicy, policy_for
 from tf_lottery.foundations.checks import names, one_of, whole_number
 from tf_lottery.foundations.errors import SettingError
+
+GRANULARITIES = ("weight", "channel")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,7 @@ class LotteryModel:
     engine = None        # the Engine of the concrete class
     stripped = False     # strip_pruning detached the weights: no more training
     channel_plan = None  # the ChannelPlan of a channel ticket (granularity="channel")
+    LOTTERY_KEYS = ("lottery", "channel_plan")  # what lottery_config adds to a Keras config
     _driver = None       # the RoundDriver, once attached
     # rebuilds a saved driver from its config: set by the IMP layer (tf_lottery.imp)
     driver_from_config = None

@@ -202,7 +202,7 @@ class TfKerasLotteryModel(LotteryModel, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        lottery = {"lottery": config.pop("lottery")} if "lottery" in config else {}
+        lottery = {key: config.pop(key) for key in LotteryModel.LOTTERY_KEYS if key in config}
         model = super().from_config(config, custom_objects)
         model.guard_wrappers()
         model.restore_lottery(lottery)

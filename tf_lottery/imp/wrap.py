@@ -88,8 +88,8 @@ def prepare(model, schedule: RewindingSchedule, settings: ImpSettings) -> Lotter
 
 def channel_groups(model, settings: ImpSettings) -> Optional[ChannelPlan]:
     """The channel groups a channel ticket prunes (None unless ``granularity="channel"``):
-    the model graph's (:func:`tf_lottery.engines.channel_graph.channel_plan`), a group
-    with a weight of an ``exclude``\ d layer left dense."""
+    the model graph's (:func:`tf_lottery.engines.channel_graph.channel_plan`), where a
+    group with a weight of a layer ``exclude`` names is left dense."""
     if settings.granularity != "channel":
         return None
     plan = channel_plan(model)
