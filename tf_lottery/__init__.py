@@ -14,6 +14,7 @@ __version__ = "0.2.0"
 
 # each public name -> the module that defines it, imported when the name is first used
 _PUBLIC = {
+    "ChannelGroup": "core.channels",
     "Masks": "core.masks",
     "RewindingSchedule": "core.schedule",
     "ImpSettings": "core.settings",

@@ -288,8 +288,8 @@ def test_tensorflow_start_up_log_is_quiet_unless_asked_for(tmp_path):
 
 
 # tf_lottery's public names before they loaded on first use
-PUBLIC = ["ConfigError", "DamagedFileError", "DataError", "DivergedError", "ExportError",
-          "ExportReport", "ImpSettings", "InstabilityResult", "LotteryModel",
+PUBLIC = ["ChannelGroup", "ConfigError", "DamagedFileError", "DataError", "DivergedError",
+          "ExportError", "ExportReport", "ImpSettings", "InstabilityResult", "LotteryModel",
           "LotteryTicketSearch", "Masks", "RewindCheckpointError", "RewindPoint",
           "RewindingSchedule", "RoundCallback", "RoundRecord", "RoundSummary",
           "RunDirectoryError", "SearchResult", "SettingError", "TensorBoardRounds",

@@ -109,3 +109,16 @@ def test_channel_settings_refuse_what_they_cannot_honour():
         keep_highest({"k": np.ones((4, 2))}, Masks.full({"k": (4, 2)}), {"k": 0.5},
                      block_size=4, channels=ChannelPlan((ChannelGroup(2, ("k",),
                                                                       (("k", -1),)),)))
+
+
+def test_early_bird_draws_channel_masks_as_the_round_end_does():
+    from tf_lottery.core.early_bird import EarlyBird
+
+    weights = _weights([1.0, 0.1, 3.0, 0.2], [1.0, 2.0, 0.1])
+    settings = ImpSettings(granularity="channel", refill=True)
+    bird = EarlyBird(0.1, 2, _sparsity(0.5), structure=settings.structure(PLAN),
+                     refill=settings.refill)
+    drawn = bird.draw(weights, Masks.full(SHAPES))
+    assert drawn.kept() == next_masks(weights, Masks.full(SHAPES), _sparsity(0.5),
+                                      channels=PLAN, refill=True).kept()
+    assert _kept_channels(drawn["conv/kernel"])[0].sum() == 2

@@ -222,3 +222,25 @@ def test_the_default_controls_stay_the_papers_two():
     assert list(CONTROLS)[:2] == list(DEFAULT_CONTROLS)  # their seeds (the variant index) too
     assert SearchSettings().controls == DEFAULT_CONTROLS
     assert {c.label for c in CONTROLS.values()} >= {"SNIP", "GraSP", "SynFlow"}
+
+
+def test_controls_of_a_channel_ticket_prune_whole_units_scored_by_their_sum():
+    from tf_lottery.core.channels import ChannelGroup, ChannelPlan
+
+    trial = _Trial(_mlp(KERASES["keras3"]))
+    trial.settings = tfl.ImpSettings(granularity="channel")
+    trial.channels = ChannelPlan((ChannelGroup(5, ("hidden/kernel",), (
+        ("hidden/kernel", -1), ("hidden/bias", -1))),))
+    theta = trial.rewind_point().values
+    paths = trial.channels.paths()
+    ticket = keep_highest({p: np.abs(theta[p]) for p in paths},
+                          tfl.Masks.full({p: theta[p].shape for p in paths}),
+                          dict.fromkeys(paths, 0.6), channels=trial.channels)
+    (w1, _), (g1, _) = _reference(theta, trial.scoring.batches())
+    for name in ("random_pruning", "snip", "grasp", "synflow", "magnitude_init"):
+        masks = CONTROLS[name].masks(ticket, 7, trial)
+        units = masks["hidden/kernel"].any(axis=0)
+        assert np.array_equal(masks["hidden/kernel"].all(axis=0), units), name
+        assert units.sum() == 2 and np.array_equal(masks["hidden/bias"], units), name
+    snip_units = CONTROLS["snip"].masks(ticket, 7, trial)["hidden/kernel"].any(axis=0)
+    assert set(np.flatnonzero(snip_units)) == set(np.argsort(-np.abs(g1 * w1).sum(axis=0))[:2])

@@ -107,3 +107,32 @@ def test_models_whose_channels_cannot_be_traced_are_refused_with_the_reason(K):
     with pytest.raises(SettingError, match="finds no channel.*exclude names 'conv2'"):
         tfl.prune_with_rewinding(_residual_net(K), SCHEDULE, granularity="channel",
                                  exclude=["conv2"])
+
+
+def test_a_subclassed_model_prunes_the_channel_groups_it_is_given():
+    import keras
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(6, 3, name="conv")
+            self.head = keras.layers.Dense(4, name="head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(keras.ops.relu(self.conv(x)), axis=(1, 2)))
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(SettingError, match="no functional graph.*channel_groups="):
+        tfl.prune_with_rewinding(net, SCHEDULE, granularity="channel")
+    group = tfl.ChannelGroup(6, ["conv/kernel"], [("conv/kernel", -1), ("conv/bias", -1)])
+    with pytest.raises(SettingError, match="no axis 0 of 6 channels"):
+        tfl.prune_with_rewinding(net, SCHEDULE, granularity="channel", channel_groups=[
+            tfl.ChannelGroup(6, ["conv/kernel"], [("conv/kernel", 0)])])
+    pruned = compile_for_classification(tfl.prune_with_rewinding(
+        net, SCHEDULE, granularity="channel", channel_groups=[group]))
+    x, y = _data()
+    pruned.fit(x, y, batch_size=20, epochs=pruned.epochs(5), verbose=0)
+    assert _kept_channels(pruned.masks["conv/kernel"]).sum() == 2  # 6 * 0.25, rounded
+    assert np.array_equal(_kept_channels(pruned.masks["conv/bias"]),
+                          _kept_channels(pruned.masks["conv/kernel"]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Union
 
+from tf_lottery.core.channels import ChannelGroup, ChannelPlan
 from tf_lottery.core.masks import CRITERIA, SCOPES
 from tf_lottery.core.rewind_policy import RewindPolicy, policy_for
 from tf_lottery.foundations.checks import names, one_of, whole_number
@@ -45,6 +46,9 @@ class ImpSettings:
         ``tfl.shrink`` makes smaller, faster on CPUs.
       refill: with granularity "channel", Chen et al. 2022's IMP-Refill: each round
         prunes single weights, then keeps whole the channels with the most survivors.
+      channel_groups: with granularity "channel", the groups of a model whose graph cannot
+        be traced (a subclassed model): :class:`~tf_lottery.core.channels.ChannelGroup`
+        objects (or their configs), checked against the model's weights.
       exclude: names of layers to leave dense (their weights are still rewound).
       prunable: weight paths (``fnmatch`` patterns such as ``"block/*"``) to prune besides
         the default kernels; Keras 3 models only.
@@ -57,6 +61,7 @@ class ImpSettings:
     block_size: int = 1
     granularity: str = "weight"
     refill: bool = False
+    channel_groups: tuple = ()
     exclude: tuple = ()
     prunable: tuple = ()
     seed: int = 0
@@ -79,6 +84,12 @@ class ImpSettings:
         if self.refill and self.granularity != "channel":
             raise SettingError("refill=True keeps whole channels: it needs "
                                "granularity=\"channel\"")
+        object.__setattr__(self, "channel_groups", tuple(
+            group if isinstance(group, ChannelGroup) else ChannelGroup(**group)
+            for group in self.channel_groups))
+        if self.channel_groups and self.granularity != "channel":
+            raise SettingError("channel_groups names the channels a channel ticket prunes: "
+                               "it needs granularity=\"channel\"")
         if self.granularity == "channel" and self.prunable:
             raise SettingError("prunable= adds single weights to prune; channel tickets "
                                "prune the channels the model's graph joins, so leave it "
@@ -101,15 +112,17 @@ class ImpSettings:
     def to_config(self) -> dict:
         """The settings as plain data; ``granularity`` and ``refill`` only when set, so a
         run directory written before they existed resumes with the same config."""
-        config = dataclasses.asdict(self) | {"exclude": list(self.exclude),
-                                             "prunable": list(self.prunable)}
+        config = dataclasses.asdict(self) | {
+            "exclude": list(self.exclude), "prunable": list(self.prunable),
+            "channel_groups": [ChannelPlan([group]).to_config()["groups"][0]
+                               for group in self.channel_groups]}
         for key in _RECORDED_WHEN_SET:
-            if config[key] == _DEFAULTS[key]:
+            if config[key] == _DEFAULTS[key] or config[key] == []:
                 del config[key]
         return config
 
 
-_RECORDED_WHEN_SET = ("granularity", "refill")
+_RECORDED_WHEN_SET = ("granularity", "refill", "channel_groups")
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(ImpSettings)}
 
 

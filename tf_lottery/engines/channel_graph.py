@@ -113,8 +113,9 @@ def functional_graph(model) -> tuple:
             f"{type(model).__name__} {model.name!r} has no functional graph (a subclassed "
             "model, or one not built on an Input), so its channels cannot be traced through "
             "its Python code. Build it with keras.Sequential or keras.Model(inputs, "
-            "outputs), or name its channel groups: channel_plan(model, groups=[ChannelGroup("
-            "size, scored, members), ...])")
+            "outputs), or name its channel groups: prune_with_rewinding(model, schedule, "
+            "granularity=\"channel\", channel_groups=[tfl.ChannelGroup(size, scored, "
+            "members), ...])")
     return list(inputs), list(outputs)
 
 

@@ -92,7 +92,7 @@ def channel_groups(model, settings: ImpSettings) -> Optional[ChannelPlan]:
     group with a weight of a layer ``exclude`` names is left dense."""
     if settings.granularity != "channel":
         return None
-    plan = channel_plan(model)
+    plan = channel_plan(model, groups=settings.channel_groups or None)
     groups, left_dense = [], dict(plan.left_dense)
     for group in plan.groups:
         excluded = [name for path in group.paths() for name in path.split("/")[:-1]
