@@ -111,22 +111,19 @@ def _estimate(args) -> None:
     print(cost_estimate(model, args.granularity, args.sparsities))
 
 
-def _fractions(text: str) -> tuple:
-    """``"0.8,0.9"`` as (0.8, 0.9)."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected fractions separated by commas, e.g. "
-                                         f"0.8,0.9,0.95, got {text!r}") from None
+def _comma_separated(convert, what: str):
+    """An argparse type reading ``"0,100,500"`` as a tuple of ``convert``'s values."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(convert(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got "
+                                             f"{text!r}") from None
+    return parse
 
 
-def _whole_numbers(text: str) -> tuple:
-    """``"0,100,500"`` as (0, 100, 500)."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got "
-                                         f"{text!r}") from None
+_whole_numbers = _comma_separated(int, "whole numbers")
+_fractions = _comma_separated(float, "fractions (e.g. 0.8,0.9,0.95)")
 
 
 def _export(args) -> None:
