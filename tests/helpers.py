@@ -184,3 +184,23 @@ def inverted_residual_net(keras):
 
 CONV_NETS = {"sequential": conv_sequential, "residual": residual_net, "concat": concat_net,
              "inverted_residual": inverted_residual_net}
+
+
+def mobilenet_like(keras, keepdims=True, stem_padding="valid", middle=None):
+    """A tiny MobileNet-like network on 16x16x3 images: ZeroPadding2D(1) and a 3x3 stride-2
+    stem, depthwise and 1x1 convolutions ('dw1', 'pw1', 'dw2', 'pw2'), GlobalAveragePooling
+    (``keepdims``), a Dense head; ``middle`` (a layer) goes after 'pw1'."""
+    layers = keras.layers
+    x = inputs = keras.Input((16, 16, 3))
+    if stem_padding == "valid":
+        x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(8, 3, strides=2, padding=stem_padding, activation="relu", name="stem")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw1")(x)
+    x = layers.Conv2D(16, 1, activation="relu", name="pw1")(x)
+    x = middle(x) if middle is not None else x
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw2")(x)
+    x = layers.Conv2D(32, 1, activation="relu", name="pw2")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=keepdims)(x)
+    x = layers.Flatten()(x)
+    return keras.Model(inputs, layers.Dense(4, name="head")(x), name="mobilenet_like")

@@ -30,6 +30,7 @@ _PUBLIC = {
     "RewindPoint": "imp.rewind",
     "prune_with_rewinding": "imp.wrap",
     "strip_pruning": "imp.wrap",
+    "xnnpack_sparse_settings": "imp.xnnpack_sparse",
     "RoundRecord": "runs.results",
     "SearchResult": "runs.results",
     "custom_object_scope": "runs.serialization",

@@ -173,7 +173,7 @@ CATALOG = {
     "run_dir that is a number": (lambda ws: _search(5), TypeError, "run_dir must be a path"),
     "saved model with quantize": (lambda ws: tfl.export_model(
         small_mlp(), "saved_model", ws / "sm", quantize="int8"), ValueError,
-        "quantize apply to TFLite exports only"),
+        "quantize applies to TFLite exports only"),
     "not a model": (lambda ws: tfl.prune_with_rewinding("model.h5", SCHEDULE),
                     TypeError, "expected a Keras model"),
     "tf-mot schedule": (lambda ws: tfl.prune_with_rewinding(

@@ -295,8 +295,8 @@ PUBLIC = ["ChannelGroup", "ConfigError", "DamagedFileError", "DataError", "Diver
           "RunDirectoryError", "SearchResult", "SettingError", "TensorBoardRounds",
            "TfLotteryError", "cost_estimate", "custom_object_scope", "export_model",
            "export_saved_model", "export_tflite", "instability", "load_model",
-           "prune_with_rewinding", "shrink", "shrink_summary",
-           "strip_pruning"]  # tf_lottery's public names before they loaded on first use
+           "prune_with_rewinding", "shrink", "shrink_summary", "strip_pruning",
+           "xnnpack_sparse_settings"]  # tf_lottery's public names before they loaded on first use
 
 
 def test_the_public_names_load_on_first_use():

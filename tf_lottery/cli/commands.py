@@ -8,10 +8,13 @@ and the exports.
                                                  or the complete trials of several run
                                                  directories or results folders, merged
     tf-lottery export RUN_DIR [--round K] [--format tflite] [--quantize int8] [--output P]
+                      [--target arm_xnnpack_sparse]
                                                  a round's ticket as a verified SavedModel or
                                                  TFLite file (default under ./saved_models/;
                                                  the last round of a finished run; int8
-                                                 calibrated on the run's training data)
+                                                 calibrated on the run's training data;
+                                                 --target checks the file meets XNNPACK's
+                                                 sparse inference conditions, for ARM)
     tf-lottery instability CONFIG.yaml --rewind-steps 0,100,500 [--rounds 0,3]
                                                  error barriers between two copies trained
                                                  from each rewind step (RUN_DIR/instability)
@@ -45,6 +48,7 @@ from tf_lottery.export import (
     export_model,
 )
 from tf_lottery.export.shrink import shrink, shrink_summary
+from tf_lottery.export.xnnpack_target import TARGETS
 from tf_lottery.foundations.errors import (
     ConfigError,
     NotARunDirectoryError,
@@ -131,6 +135,8 @@ def _export(args) -> None:
     if args.quantize != "none" or args.dense:
         options = {"quantize": None if args.quantize == "none" else args.quantize,
                    "sparse": not args.dense}
+    if args.target:
+        options["target"] = args.target
     FORMATS[args.format].refuse_unknown(options)  # what the format does not take, first
     run = RunDirectory(args.run_dir)
     recorded = run.path / RunConfig.RECORD
@@ -225,6 +231,9 @@ def parser() -> argparse.ArgumentParser:
     export_.add_argument("--dense", action="store_true",
                          help="TFLite only: store the weights dense (int8 of unstructured "
                               "tickets needs it)")
+    export_.add_argument("--target", choices=[t for t in TARGETS if t], default=None,
+                         help="TFLite only: check the file meets XNNPACK's sparse inference "
+                              "conditions (faster on ARM devices; not measurable on x86)")
     export_.add_argument("--shrink", action="store_true",
                          help="remove the pruned channels of a channel ticket "
                               "(granularity: channel) first: a smaller, faster network, "

@@ -76,7 +76,10 @@ def export_tflite(model, path=None, test_data=None, *, verbose: bool = True,
         input and output), ``representative_data`` (``x`` or ``(x, y)``, inputs that
         calibrate int8, the first ``CALIBRATION_SAMPLES``; required for, and only for,
         ``quantize="int8"``), ``sparse`` (store the weights in TFLite's sparse format),
-        ``min_agreement`` (the least agreement with Keras a quantized export must reach).
+        ``min_agreement`` (the least agreement with Keras a quantized export must reach),
+        ``target`` ("arm_xnnpack_sparse": check that the written float32 file meets
+        XNNPACK's sparse inference conditions, :mod:`~tf_lottery.export.xnnpack_target`;
+        its speed-up shows on ARM devices only, not in the latency measured on x86).
 
     Example::
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 from typing import NamedTuple
 
+import numpy as np
+
 # the operators whose weights a ticket prunes
 WEIGHTED_OPS = ("CONV_2D", "CONV_3D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
                 "BATCH_MATMUL")
@@ -42,7 +44,7 @@ def op_kernels(interpreter) -> tuple:
     ops = interpreter._get_ops_details()
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     delegated = _delegated(ops)
-    densified = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == DENSIFY}
+    densified = densified_weights(ops)
     kernels = []
     for op in ops:
         if op["op_name"] == DENSIFY:
@@ -58,6 +60,26 @@ def op_kernels(interpreter) -> tuple:
                 kernel += f" from {DENSIFIED}"
             kernels.append(OpKernel(op["op_name"], tensors[stored]["name"], kernel))
     return tuple(kernels)
+
+
+def densified_weights(ops) -> dict:
+    """The tensors DENSIFY operators of ``ops`` (the interpreter's ``_get_ops_details()``)
+    write -> the sparse-stored tensors they expand."""
+    return {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == DENSIFY}
+
+
+def stored_fraction(tensor: dict) -> float:
+    """The share of a weight tensor's entries the file stores (1.0 for a dense tensor;
+    the nonzeros, or the nonzero blocks, of one in TFLite's sparse format), from the
+    interpreter's tensor details."""
+    sparsity = tensor.get("sparsity_parameters")
+    if not sparsity:
+        return 1.0
+    stored = 1
+    for level in sparsity["dim_metadata"]:  # a sparse level lists every entry it keeps
+        stored = stored * level["dense_size"] if level["format"] == 0 else \
+            len(level["array_indices"])
+    return stored / max(1, int(np.prod(tensor["shape"])))
 
 
 def kernel_summary(kernels) -> str:

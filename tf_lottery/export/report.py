@@ -9,6 +9,7 @@ from typing import Optional
 
 from tf_lottery.export.kernels import OpKernel, kernel_summary
 from tf_lottery.export.latency import Latency
+from tf_lottery.export.xnnpack_target import ARM_NOTE
 
 BLOCK_SIZES = (16, 4)  # the 1 x n blocks a report names: those LiteRT's sparse kernels take
 
@@ -38,7 +39,9 @@ class ExportReport:
     which random inputs; "a weak check" where the valid range of an integer input is
     unknown).
     ``dense_size_bytes`` (the dense reference's dense float32 TFLite) is None for a
-    SavedModel; the accuracies are None without labels.
+    SavedModel; the accuracies are None without labels. ``target`` is the device an
+    export was checked for (``"arm_xnnpack_sparse"``: see
+    :mod:`~tf_lottery.export.xnnpack_target`), else None.
 
     Example::
 
@@ -67,6 +70,7 @@ class ExportReport:
     latencies: tuple = ()
     kernels: tuple = ()
     dense_size_bytes: Optional[int] = None
+    target: Optional[str] = None
 
     @property
     def latency_ms(self) -> Optional[float]:
@@ -110,7 +114,8 @@ class ExportReport:
         fields["latencies"] = tuple(Latency(item["threads"], item["ms"], item["dense_ms"])
                                     for item in fields["latencies"])
         fields["kernels"] = tuple(OpKernel(**item) for item in fields["kernels"])
-        return cls(**{field.name: fields[field.name] for field in dataclasses.fields(cls)})
+        return cls(**{field.name: fields[field.name] for field in dataclasses.fields(cls)
+                      if field.name in fields})  # a report written before a field existed
 
     def save(self, path=None) -> Path:
         """Write the report as JSON to ``path`` (default: beside the export); return the path."""
@@ -137,6 +142,8 @@ class ExportReport:
             lines.append(f"  latency: {self.latency_of}")
         if self.kernels:
             lines.append(f"  kernels in LiteRT here: {self.kernel_summary}")
+        if self.target:
+            lines.append(f"  target {self.target}: {ARM_NOTE}")
         lines.append(f"  agrees with Keras on {self.agreement:.2%} of {self.samples} inputs "
                      f"({self.verified_on}), max |difference| {self.max_abs_diff:.3g}")
         if self.keras_accuracy is not None:

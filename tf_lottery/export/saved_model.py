@@ -23,8 +23,9 @@ class SavedModelFormat(ExportFormat):
 
     @classmethod
     def refusal(cls, options: list) -> str:
+        verb = "applies" if len(options) == 1 else "apply"
         return (f"a SavedModel stores the float32 weights as they are: {', '.join(options)} "
-                "apply to TFLite exports only (format='tflite'); leave them out. Nothing was "
+                f"{verb} to TFLite exports only (format='tflite'); leave them out. Nothing was "
                 "written.")
 
     def write(self, exported: ExportedModel, staged) -> None:

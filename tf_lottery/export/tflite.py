@@ -23,6 +23,7 @@ from typing import ClassVar, Optional
 
 from tf_lottery.export.litert import LiteRT, convert
 from tf_lottery.export.pipeline import ExportedModel, ExportFormat, register_format, split_data
+from tf_lottery.export.xnnpack_target import ARM_XNNPACK_SPARSE, TARGETS, check_xnnpack_sparse
 from tf_lottery.foundations.checks import one_of
 from tf_lottery.foundations.errors import ExportError, SettingError
 
@@ -50,9 +51,15 @@ class TFLiteFormat(ExportFormat):
     representative_data: object = None
     sparse: bool = True
     min_agreement: float = 0.98
+    target: Optional[str] = None
 
     def __post_init__(self):
         one_of(self.quantize, "quantize", QUANTIZE)
+        one_of(self.target, "target", TARGETS)
+        if self.target and (self.quantize or not self.sparse):
+            raise SettingError(f"target={self.target!r} is a sparse float32 file, what "
+                               "XNNPACK's sparse inference runs: leave quantize and sparse "
+                               "out")
         if self.quantize == "int8" and self.representative_data is None:
             raise SettingError("quantize='int8' needs representative_data: a few hundred "
                                "training inputs to calibrate the activation ranges with")
@@ -101,7 +108,10 @@ class TFLiteFormat(ExportFormat):
 
     def run(self, exported: ExportedModel, staged, x):
         runner = LiteRT(staged, self.encoding)
-        return runner.predict(x), {"encoding": self._encoding(runner.stores_sparse())}
+        if self.target == ARM_XNNPACK_SPARSE:
+            check_xnnpack_sparse(runner.interpreter)
+        return runner.predict(x), {"encoding": self._encoding(runner.stores_sparse()),
+                                   "target": self.target}
 
     def timed(self, exported: ExportedModel, staged) -> tuple:
         return staged, "this file"
@@ -113,6 +123,8 @@ class TFLiteFormat(ExportFormat):
         known = _known_causes(exported)
         if known:
             return known
+        if self.target:  # its checks name their own fix
+            return ""
         quantize, sparse, block = self.quantize, self.sparse, exported.block()
         dense = f", or {_DENSE_FORMAT}" if sparse else ""
         if sparse and quantize == "dynamic":

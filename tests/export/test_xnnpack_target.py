@@ -1,0 +1,91 @@
+"""export_tflite(target="arm_xnnpack_sparse"): the written file is checked for XNNPACK's
+sparse inference conditions (real conversion, LiteRT), refused with nothing left on disk
+otherwise, and the report says the speed-up is ARM's; `tf-lottery export --target` too."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tf_lottery as tfl
+from tf_lottery.cli import commands, main
+
+from helpers import mobilenet_like
+
+TARGET = "arm_xnnpack_sparse"
+
+
+def _ticket(zeros=0.75, layers=("pw1", "pw2"), keepdims=True):
+    """The tiny MobileNet-like model with exactly ``zeros`` of ``layers``' kernels 0."""
+    model = mobilenet_like(keras, keepdims=keepdims)
+    rng = np.random.default_rng(0)
+    for name in layers:
+        kernel = model.get_layer(name).kernel
+        values = kernel.numpy().reshape(-1)
+        values[rng.permutation(values.size)[:round(zeros * values.size)]] = 0
+        kernel.assign(values.reshape(kernel.shape))
+    return model
+
+
+def _export(model, path, **options):
+    return tfl.export_tflite(model, path, verbose=False, latency_runs=3, target=TARGET,
+                             **options)
+
+
+def test_a_ticket_meeting_the_conditions_exports_with_the_arm_note(tmp_path):
+    report = _export(_ticket(), tmp_path / "arm.tflite")
+    assert (tmp_path / "arm.tflite").is_file() and report.target == TARGET
+    assert report.encoding == "sparse float32" and report.max_abs_diff < 1e-4
+    assert "DENSIFY" in report.kernel_summary  # the 1x1 filters are stored sparse
+    assert f"target {TARGET}: XNNPACK's sparse inference runs" in str(report)
+    assert "ARM devices only; on x86" in str(report)
+    saved = json.loads((tmp_path / "arm.tflite.report.json").read_text())
+    assert saved["target"] == TARGET
+    assert tfl.ExportReport.from_json(report.to_json()) == report
+
+
+@pytest.mark.parametrize("ticket, expected", [
+    (lambda: _ticket(zeros=0.5), "filter 'mobilenet_like_1/pw1_1/Relu;mobilenet_like_1/pw1_1/"
+                                 "convolution' stores 50.0% of its weights"),
+    (lambda: _ticket(zeros=0.0), "is stored dense; XNNPACK runs it sparse only with at "
+                                 "least 2/3 zeros"),
+    (lambda: _ticket(keepdims=False), "no MEAN keeping its dimensions"),
+    (lambda: _ticket(layers=("stem", "pw1", "pw2")), "the first CONV_2D's filter"),
+])
+def test_a_file_short_of_the_conditions_is_refused_and_nothing_is_left(tmp_path, ticket,
+                                                                       expected):
+    with pytest.raises(tfl.ExportError, match="does not meet XNNPACK's sparse inference") \
+            as refused:
+        _export(ticket(), tmp_path / "arm.tflite")
+    assert expected in str(refused.value)
+    assert "tfl.xnnpack_sparse_settings" in str(refused.value)
+    assert str(refused.value).endswith(f"Nothing was written to {tmp_path / 'arm.tflite'}.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_target_is_a_sparse_float32_file():
+    with pytest.raises(tfl.SettingError, match="sparse float32 file.*leave quantize and sparse"):
+        tfl.export_tflite(_ticket(), target=TARGET, sparse=False)
+    with pytest.raises(tfl.SettingError, match="target must be one of"):
+        tfl.export_tflite(_ticket(), target="arm")
+
+
+def test_the_cli_target_flag_reaches_the_check(tmp_path, monkeypatch, capsys):
+    class RunWithTicket:  # a run directory whose last round is the given ticket
+        def __init__(self, path):
+            self.path = tmp_path
+
+        def ticket(self, trial, round_index, build=None):
+            return ticket, 1
+
+    monkeypatch.setattr(commands, "RunDirectory", RunWithTicket)
+    ticket = _ticket(zeros=0.5)
+    assert main(["export", "run", "--target", TARGET, "--output", str(tmp_path / "a")]) == 2
+    assert "stores 50.0% of its weights" in capsys.readouterr().err
+    ticket = _ticket()
+    assert main(["export", "run", "--target", TARGET, "--output", str(tmp_path / "b")]) == 0
+    assert "ARM devices only" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.report.json").read_text())["target"] == TARGET
+    assert main(["export", "run", "--format", "saved_model", "--target", TARGET]) == 2
+    assert "target applies to TFLite exports only" in capsys.readouterr().err
