@@ -10,6 +10,7 @@ foundations below them.
   steps in one XLA program;
 - ``channel_graph.py``: the channel groups of a model's graph (channel tickets);
   ``surgery.py``: a smaller model without the pruned channels;
+- ``sparse_inference.py``: which layers XNNPACK's sparse inference (ARM) would run sparse;
 - ``keras3.py`` (Keras 3, masks through constraints), ``tfmot.py`` (tf_keras, TF-MOT's
   wrappers: the one place that touches TF-MOT).
 """
