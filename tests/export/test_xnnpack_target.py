@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tf_lottery as tfl
-from tf_lottery.cli import commands, main
+from tf_lottery.cli import main
 
 from helpers import mobilenet_like
 
@@ -70,23 +70,24 @@ def test_the_target_is_a_sparse_float32_file():
         tfl.export_tflite(_ticket(), target="arm")
 
 
-def test_the_cli_target_flag_reaches_the_check(tmp_path, monkeypatch, capsys):
-    class RunWithTicket:  # a run directory whose last round is the given ticket
-        def __init__(self, path):
-            self.path = tmp_path
-
-        def ticket(self, trial, round_index, build=None):
-            return ticket, 1
-
-    monkeypatch.setattr(commands, "RunDirectory", RunWithTicket)
-    ticket = _ticket(zeros=0.5)
-    assert main(["export", "run", "--target", TARGET, "--output", str(tmp_path / "a")]) == 2
-    assert "stores 50.0% of its weights" in capsys.readouterr().err
-    ticket = _ticket()
-    assert main(["export", "run", "--target", TARGET, "--output", str(tmp_path / "b")]) == 0
+def test_the_cli_target_flag_reaches_the_check(tmp_path, capsys):
+    """A real search with the settings (5 rounds at 0.2); round 3 has 48.8% zeros in the
+    1x1 convolutions and is refused, the final round (67.2%) is written."""
+    model = mobilenet_like(keras)
+    schedule = tfl.RewindingSchedule(rounds=5, steps_per_round=2, prune_rate=0.2)
+    rng = np.random.default_rng(0)
+    data = rng.random((20, 16, 16, 3), np.float32), rng.integers(0, 4, 20)
+    tfl.LotteryTicketSearch(model, schedule, tmp_path / "run", controls=(), batch_size=10,
+                            eval_every=2, verbose=0, tensorboard=False,
+                            **tfl.xnnpack_sparse_settings(model, schedule)).run(data, data, data)
+    run = str(tmp_path / "run")
+    assert main(["export", run, "--round", "3", "--target", TARGET,
+                 "--output", str(tmp_path / "a")]) == 2
+    assert "stores 51.2% of its weights" in capsys.readouterr().err
+    assert main(["export", run, "--target", TARGET, "--output", str(tmp_path / "b")]) == 0
     assert "ARM devices only" in capsys.readouterr().out
     assert json.loads((tmp_path / "b.report.json").read_text())["target"] == TARGET
-    assert main(["export", "run", "--format", "saved_model", "--target", TARGET]) == 2
+    assert main(["export", run, "--format", "saved_model", "--target", TARGET]) == 2
     assert "target applies to TFLite exports only" in capsys.readouterr().err
 
 
