@@ -53,18 +53,22 @@ def _data_dir() -> Path:
     return (ROOT.parent / "shared" / "data" / "fashion-mnist").resolve()
 
 
-def _measure(run_dir: Path, trial: int, round_index: int, shrink: bool, workdir: Path) -> dict:
-    import tf_lottery as tfl
+def _test_data(run_dir: Path):
+    """The run's test images and labels, as its recorded config loads them."""
     from tf_lottery.cli.config import RunConfig
-    from tf_lottery.runs.rundir import RunDirectory
     from tf_lottery.search.inputs import as_arrays
 
-    run = RunDirectory(run_dir)
-    config = RunConfig.load(run.path / RunConfig.RECORD)
-    data = config.data(strict=False)
-    ticket, _ = run.ticket(trial, round_index)
+    config = RunConfig.load(run_dir / RunConfig.RECORD)
+    return as_arrays(config.data(strict=False).test, 10_000)
+
+
+def _measure(run_dir: Path, trial: int, round_index: int, shrink: bool, test,
+             workdir: Path) -> dict:
+    import tf_lottery as tfl
+    from tf_lottery.runs.rundir import RunDirectory
+
+    ticket, _ = RunDirectory(run_dir).ticket(trial, round_index)
     model = tfl.shrink(ticket) if shrink else ticket
-    test = as_arrays(data.test, 10_000)
     path = workdir / f"{run_dir.name}_{trial}_{round_index}.tflite"
     report = tfl.export_tflite(model, path, test_data=test, dense_reference=ticket,
                                verbose=False)
@@ -145,13 +149,13 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for method, run_dir in run_dirs.items():
-            records = _records(run_dir)
+            records, test = _records(run_dir), _test_data(run_dir)
             for trial in range(trials):
                 for round_index in ROUNDS:
                     record = records[(trial, round_index)]
                     measured = _measure(run_dir, trial, round_index,
                                         shrink=method != "weight ticket" and round_index > 0,
-                                        workdir=Path(workdir))
+                                        test=test, workdir=Path(workdir))
                     measured = json.loads(json.dumps(measured))  # thread counts as keys "1"
                     results.append({"method": method, "trial": trial, "round": round_index,
                                     "kept": record["weights_remaining"],

@@ -7,6 +7,10 @@ No training: the zoo's models (keras-io's MNIST convnet at 28x28, the small Mobi
 network (batch 1, median of 200 runs, 1 and 2 threads). What accuracy those channel counts
 keep is benchmarks/channel_tickets.py's question; this one is only the speed.
 
+A second table times the convnet with 16 filters in conv_1 and 32, 33, 40 or 48 in conv_2:
+XNNPACK computes output channels in tiles (16 floats on this AVX-512 CPU), so a channel
+past a multiple of the tile costs a whole tile.
+
     python benchmarks/shrink_speed.py            # writes benchmarks/results/shrink_speed.md
 """
 
@@ -23,6 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = (("mnist_convnet", (28, 28, 1), {}), ("mobilenet_v2", (28, 28, 1), {"width": 0.5}),
           ("mobilenet_v2", (28, 28, 1), {"width": 1.0}))
 REMOVED = (0.3, 0.5, 0.7)
+TILE_WIDTHS = ((16, 32), (16, 33), (16, 40), (16, 48))  # conv_1, conv_2 filters
 
 
 def _pruned(model, removed: float):
@@ -41,6 +46,34 @@ def _pruned(model, removed: float):
     return model
 
 
+def _convnet(filters: tuple):
+    """keras-io's MNIST convnet with ``filters`` in conv_1 and conv_2."""
+    import keras
+
+    layers = [keras.Input((28, 28, 1))]
+    for count in filters:
+        layers += [keras.layers.Conv2D(count, 3, activation="relu"),
+                   keras.layers.MaxPooling2D(2)]
+    return keras.Sequential([*layers, keras.layers.Flatten(), keras.layers.Dense(10)])
+
+
+def _tiles(folder: Path, runs: int) -> str:
+    import tf_lottery as tfl
+
+    dense = _convnet((32, 64))
+    lines = ["| conv_1, conv_2 filters | 1 thread | 2 threads | dense: 1 / 2 threads |",
+             "| --- | ---: | ---: | ---: |"]
+    for filters in TILE_WIDTHS:
+        report = tfl.export_tflite(_convnet(filters), folder / f"tile_{filters[1]}.tflite",
+                                   dense_reference=dense, latency_runs=runs, verbose=False)
+        one, two = report.latencies[0], report.latencies[-1]
+        lines.append(f"| {filters[0]}, {filters[1]} | {1000 * one.ms:.1f} us | "
+                     f"{1000 * two.ms:.1f} us | {1000 * one.dense_ms:.1f} / "
+                     f"{1000 * two.dense_ms:.1f} us |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     import tf_lottery as tfl
     from tf_lottery.zoo.models import MODELS as ZOO
@@ -50,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
+        tiles = _tiles(Path(folder), args.runs)
         for name, shape, options in MODELS:
             for removed in REMOVED:
                 dense = ZOO[name](input_shape=shape, seed=0, keras=3, **options)
@@ -79,7 +113,8 @@ def main() -> None:
     table = "\n".join(lines)
     (RESULTS / "shrink_speed.md").write_text(
         f"# Shrunk networks in LiteRT (random channel masks; "
-        f"`python benchmarks/shrink_speed.py`)\n\n{table}\n")
+        f"`python benchmarks/shrink_speed.py`)\n\n{table}\n\n"
+        f"## Channel counts around XNNPACK's tile\n\n{tiles}\n")
     (RESULTS / "shrink_speed.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(table)
 

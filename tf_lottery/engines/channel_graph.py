@@ -172,8 +172,8 @@ class _Channels(NamedTuple):
 class _Group:
     """A group being traced (union-find node: merged groups live in their root)."""
 
-    def __init__(self, order: int, size: int):
-        self.order, self.size, self.reason = order, size, None
+    def __init__(self, size: int):
+        self.size, self.reason = size, None
         self.scored, self.members, self.carried, self.inputs, self.widths = [], [], [], [], []
 
     def absorb(self, other: _Group) -> None:
@@ -462,7 +462,7 @@ class _Tracer:
     # --- groups -------------------------------------------------------------------------
 
     def _new_group(self, size: int) -> _Group:
-        self.groups.append(_Group(len(self.groups), size))
+        self.groups.append(_Group(size))
         self.parent.append(len(self.parent))
         return self.groups[-1]
 
